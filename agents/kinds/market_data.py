@@ -1,0 +1,199 @@
+"""The `market_data` kind: the head of the signal graph, publishing one OHLCV bar per symbol.
+
+Two sources: a seeded simulator (regime-switching GBM with jumps, see simulated_market)
+or the replay of a CSV file under settings.MARKET_DATA_DIR (see csv_replay). Every
+message says where it came from in `source`, and simulated data always says
+"simulated", so nothing downstream can present it as real prices.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, PositiveFloat, ValidationInfo, field_validator
+
+from agents.kinds import register
+from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult
+from agents.kinds.csv_replay import BadRow, CsvReplay, parse_timestamp, resolve_csv_path
+from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
+
+SUMMARY_SYMBOLS = 5
+
+
+def _market_data_dir() -> Path:
+    from django.conf import settings
+
+    return Path(settings.MARKET_DATA_DIR)
+
+
+@register
+class MarketData(AgentKind):
+    """Publishes a bar per symbol each step, simulated or replayed from a CSV."""
+
+    name = "market_data"
+    description = (
+        "Market prices for the graph: one OHLCV bar per symbol per step, either simulated "
+        "(seeded, regime-switching random walk with jumps; labelled 'simulated') or "
+        "replayed from a CSV file in the market data folder."
+    )
+    roles = ("data_feed",)
+
+    class Config(KindConfig):
+        source: Literal["simulated", "csv"] = Field("simulated", description="Where prices come from.")
+        # --- simulated ---
+        seed: int | None = Field(
+            None, description="Random seed; empty derives a stable one from the agent id, so restarts repeat."
+        )
+        initial_prices: dict[str, PositiveFloat] = Field(
+            default_factory=dict,
+            description="Starting price per symbol; others start at BTC-USD 65000, ETH-USD 3400, else 100.",
+        )
+        annual_volatility: float = Field(0.6, gt=0, le=20, description="Annualised volatility (0.6 = 60%).")
+        drift: float = Field(0.0, ge=-10, le=10, description="Annualised drift (0.1 = +10% a year).")
+        high_vol_multiplier: float = Field(
+            3.0, ge=1, le=100, description="Volatility multiplier in the high-volatility regime."
+        )
+        regime_switch_probability: float = Field(
+            0.01, ge=0, le=1, description="Chance per step of switching between normal and high volatility."
+        )
+        jump_probability: float = Field(0.002, ge=0, le=1, description="Chance per step of a price jump.")
+        jump_std: float = Field(0.03, ge=0, le=1, description="Standard deviation of a jump's log size.")
+        seconds_per_step: float = Field(
+            60.0,
+            gt=0,
+            le=31_536_000,
+            description="Simulated market time per step (60 = each step is a one-minute bar), "
+            "independent of tick_seconds, the wall-clock time between steps.",
+        )
+        # --- csv ---
+        csv_path: str | None = Field(
+            None,
+            validate_default=True,
+            description="CSV file under the market data folder (relative or absolute); required for csv.",
+        )
+        loop_at_end: bool = Field(False, description="Replay the CSV from the top when it ends.")
+
+        @field_validator("csv_path")
+        @classmethod
+        def _check_csv_path(cls, value: str | None, info: ValidationInfo) -> str | None:
+            """A field validator (not a model one) so the error names csv_path, not the whole config."""
+            if info.data.get("source") != "csv":
+                return value
+            if not value or not value.strip():
+                raise ValueError("required when source is 'csv'")
+            resolve_csv_path(value.strip(), _market_data_dir())
+            return value.strip()
+
+    config: Config
+
+    def __init__(self, ctx: StepContext, config: KindConfig) -> None:
+        super().__init__(ctx, config)
+        self._paths: dict[str, SymbolPath] | None = None
+        self._replay: CsvReplay | None = None
+
+    def step(self) -> StepResult:
+        """Publish the next bar for each symbol (simulated now, or the CSV's next timestamp)."""
+        if not self.ctx.symbols:
+            return StepResult(summary="no symbols configured")
+        if self.config.source == "csv":
+            return self._step_csv()
+        return self._step_simulated()
+
+    def close(self) -> None:
+        """Close the CSV file, if one is open."""
+        if self._replay is not None:
+            self._replay.close()
+
+    # --- simulated ---
+
+    def _seed(self) -> int:
+        if self.config.seed is not None:
+            return self.config.seed
+        return int.from_bytes(hashlib.sha256(self.ctx.agent_id.encode()).digest()[:8], "big")
+
+    def _start_simulated(self) -> dict[str, SymbolPath]:
+        """Build one path per symbol; the symbol of our newest message resumes from its close."""
+        params = MarketParams(**self.config.model_dump(include=set(MarketParams.__dataclass_fields__)))
+        last = self.ctx.last_published() or {}
+        seed, paths = self._seed(), {}
+        for symbol in self.ctx.symbols:
+            price = self.config.initial_prices.get(symbol) or default_price(symbol)
+            high = False
+            close = last.get("close")
+            if last.get("symbol") == symbol and isinstance(close, (int, float)) and close > 0:
+                price, high = float(close), last.get("regime") == "high"
+                self.ctx.log.info("resuming %s from last close %s", symbol, close)
+            paths[symbol] = SymbolPath(symbol, price, seed, params, high=high)
+        return paths
+
+    def _step_simulated(self) -> StepResult:
+        if self._paths is None:
+            self._paths = self._start_simulated()
+        ts = datetime.now(UTC).isoformat()
+        messages = []
+        for symbol, path in self._paths.items():
+            bar = path.next_bar()
+            messages.append(
+                {
+                    "type": "bar",
+                    "ts": ts,
+                    "symbol": symbol,
+                    **bar,
+                    "price": bar["close"],
+                    "source": "simulated",
+                }
+            )
+        return self._publish(messages, {})
+
+    # --- csv ---
+
+    def _start_replay(self) -> CsvReplay:
+        path = resolve_csv_path(self.config.csv_path or "", _market_data_dir())
+        after = None
+        last = self.ctx.last_published() or {}
+        if last.get("source") == f"csv:{path.name}":
+            try:
+                after = parse_timestamp(str(last.get("ts", "")))
+                self.ctx.log.info("resuming %s after %s", path.name, after.isoformat())
+            except BadRow:
+                self.ctx.log.warning("cannot resume %s: last message has ts %r", path.name, last.get("ts"))
+        return CsvReplay(
+            path, list(self.ctx.symbols), self.ctx.log, after=after, loop=self.config.loop_at_end
+        )
+
+    def _step_csv(self) -> StepResult:
+        if self._replay is None:
+            self._replay = self._start_replay()
+        group = self._replay.next_group()
+        counters = {"bad_rows": self._replay.take_bad_rows()}
+        if group is None:
+            return StepResult(did_work=False, summary="end of file", counters=counters)
+        ts, bars = group
+        source = f"csv:{self._replay.path.name}"
+        messages = [
+            {"type": "bar", "ts": ts.isoformat(), **bar, "price": bar["close"], "source": source}
+            for bar in bars
+        ]
+        return self._publish(messages, counters)
+
+    # --- shared ---
+
+    def _publish(self, messages: list[dict[str, Any]], counters: dict[str, int]) -> StepResult:
+        for msg in messages:
+            self.ctx.publish(msg)
+        shown = ", ".join(f"{m['symbol']} {_fmt(m['close'])}" for m in messages[:SUMMARY_SYMBOLS])
+        if len(messages) > SUMMARY_SYMBOLS:
+            shown += f", +{len(messages) - SUMMARY_SYMBOLS} more"
+        return StepResult(
+            did_work=True,
+            published=len(messages),
+            summary=shown,
+            counters={"bars": len(messages), **counters},
+        )
+
+
+def _fmt(price: float) -> str:
+    return f"{price:.2f}" if price >= 1 else f"{price:.6g}"

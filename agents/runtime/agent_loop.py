@@ -1,0 +1,71 @@
+"""The loop of one agent: builds its kind and steps it."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from agents.kinds import get_kind, validate_config
+from agents.kinds.base import AgentKind, StepContext
+from agents.models import Agent
+from agents.runtime import keys
+from agents.runtime.lease import Lease
+from agents.runtime.logs import agent_logger, flush_log_entries
+from agents.runtime.loop import Loop
+
+# Streams are capped (approximately) so Redis memory stays bounded.
+STREAM_MAXLEN = 10_000
+
+
+class AgentLoop(Loop):
+    kind = "agent"
+    model = Agent
+
+    def __init__(self, rid: str, run_id: str) -> None:
+        super().__init__(rid, run_id)
+        self.worker: AgentKind | None = None
+        self._log = agent_logger(rid)
+        self._publisher = Lease(self.client, keys.lease(self.kind, rid), self.token, 0)
+        self._stream = keys.stream(self.kind, rid)
+
+    def logger(self) -> logging.Logger:
+        return self._log
+
+    def setup(self, row: Agent) -> None:
+        kind = get_kind(row.kind)
+        config = validate_config(row.kind, row.config)
+        self.tick_seconds = config.tick_seconds
+        ctx = StepContext(
+            agent_id=row.agent_id,
+            symbols=list(row.symbols or []),
+            publish=self._publish,
+            last_published=self._last_published,
+            log=self._log,
+        )
+        self.worker = kind(ctx, config)
+
+    def step(self) -> dict[str, int]:
+        assert self.worker is not None
+        result = self.worker.step()
+        if result.summary and result.did_work:
+            self._log.debug(result.summary)
+        return {"published": result.published, **result.counters}
+
+    def teardown(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+    def flush(self) -> None:
+        flush_log_entries()
+
+    def _publish(self, payload: dict[str, Any]) -> str:
+        return self._publisher.publish(self._stream, payload, STREAM_MAXLEN)
+
+    def _last_published(self) -> dict[str, Any] | None:
+        newest = self.client.xrevrange(self._stream, count=1)
+        if not newest:
+            return None
+        _id, fields = newest[0]
+        return json.loads(fields["data"])

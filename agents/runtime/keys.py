@@ -1,0 +1,53 @@
+"""Every Redis key the runtime uses, in one place, under settings.REDIS_PREFIX.
+
+A runnable is addressed as (kind, id): kind is "agent" or "session".
+"""
+
+from django.conf import settings
+
+
+def _k(*parts: str) -> str:
+    return settings.REDIS_PREFIX + ":".join(parts)
+
+
+def lease(kind: str, rid: str) -> str:
+    """Holds the run_id of the one loop allowed to run (SET NX PX)."""
+    return _k("lease", kind, rid)
+
+
+def flags(kind: str, rid: str) -> str:
+    """Hash mirroring the database: desired, run_id, config_rev. Rebuilt by the reconciler."""
+    return _k("flags", kind, rid)
+
+
+def wake(kind: str, rid: str) -> str:
+    """List a loop blocks on (BLPOP) between ticks; pushing to it wakes the loop."""
+    return _k("wake", kind, rid)
+
+
+def heartbeat(kind: str, rid: str) -> str:
+    """Unix time of the loop's last tick (with a TTL)."""
+    return _k("hb", kind, rid)
+
+
+def metrics(kind: str, rid: str) -> str:
+    """Hash of the loop's live counters."""
+    return _k("metrics", kind, rid)
+
+
+def stream(kind: str, rid: str) -> str:
+    """The runnable's output stream (DESIGN.md: stream:agent:<id>)."""
+    return _k("stream", kind, rid)
+
+
+def worker(hostname: str) -> str:
+    """A live worker's heartbeat (with a TTL)."""
+    return _k("worker", hostname)
+
+
+def worker_pattern() -> str:
+    return _k("worker", "*")
+
+
+def all_keys_pattern() -> str:
+    return settings.REDIS_PREFIX + "*"

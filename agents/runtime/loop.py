@@ -1,0 +1,322 @@
+"""The loop every runnable shares: lease, heartbeat, stop/pause handling, fencing.
+
+One incarnation = one `run_id`. The loop:
+* takes the Redis lease (waiting out an older incarnation's lease), so at most one
+  loop per runnable is live;
+* every iteration renews the lease, heartbeats and reads its flags in one round trip
+  (`Lease.tick`), and falls back to the database when the flags are missing;
+* steps when the tick is due and otherwise blocks on its wake-up list, so a stop or
+  pause takes effect in milliseconds, not at the next tick;
+* writes status only with `WHERE run_id = <its run_id>`; a superseded loop exits
+  without writing anything.
+
+Subclasses (agents here, sessions in their app) say how to load their row, build the
+thing that steps, and what to do on pause.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import redis
+from django.conf import settings
+from django.db import close_old_connections, models
+from django.utils import timezone
+
+from agents.runtime import keys
+from agents.runtime.lease import Fenced, Lease
+from agents.runtime.redis import get_blocking_redis, get_redis
+from agents.states import Desired, Status
+
+log = logging.getLogger(__name__)
+
+# Set when the worker process shuts down (celery signal in agents.tasks): every loop in
+# the process ends its run cleanly so a warm shutdown does not wait forever.
+shutdown = threading.Event()
+_live_lock = threading.Lock()
+_live: set[Loop] = set()
+
+
+def wake_all_in_process() -> None:
+    """Wake every loop running in this process (used at worker shutdown)."""
+    with _live_lock:
+        loops = list(_live)
+    client = get_redis()
+    for loop in loops:
+        try:
+            client.lpush(keys.wake(loop.kind, loop.rid), "shutdown")
+        except redis.RedisError:
+            pass
+
+
+@dataclass
+class Control:
+    """What the loop must do now, read from the flags or the database."""
+
+    desired: str
+    run_id: str
+    config_rev: str = ""
+
+
+class Superseded(Exception):
+    """The database names another run_id (or the row is gone)."""
+
+
+class Loop:
+    kind: ClassVar[str]
+    model: ClassVar[type[models.Model]]
+
+    def __init__(self, rid: str, run_id: str) -> None:
+        self.rid = rid
+        self.run_id = run_id
+        # The lease token names this loop instance, not just its run: two deliveries of
+        # the same task are two instances, and only one may hold the lease.
+        self.token = f"{run_id}:{uuid.uuid4().hex[:12]}"
+        self.client = get_redis()
+        self.blocking = get_blocking_redis()
+        self.tick_seconds = 1.0
+        self.paused = False
+        self._pending_incr: dict[str, int] = {}
+        self._gauges: dict[str, Any] = {}
+        self._last_db_write = 0.0
+        self._config_rev = ""
+
+    # --- what subclasses provide ---------------------------------------------------
+
+    def setup(self, row: models.Model) -> None:
+        """Build whatever steps, from the row; set `self.tick_seconds`."""
+        raise NotImplementedError
+
+    def step(self) -> dict[str, int]:
+        """One unit of work; returns counters to add to the metrics."""
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Release what `setup` built."""
+
+    def on_paused_changed(self, paused: bool) -> None:
+        """Called when the loop enters or leaves pause (sessions act on it)."""
+
+    def reload(self, row: models.Model) -> None:
+        """The config changed while running; default: rebuild."""
+        self.teardown()
+        self.setup(row)
+
+    def flush(self) -> None:
+        """Write buffered side data (log rows) with the database heartbeat."""
+
+    def logger(self) -> logging.Logger:
+        return log
+
+    # --- the loop ------------------------------------------------------------------
+
+    @property
+    def lease_ms(self) -> int:
+        # Long enough to survive a tick plus a slow step, short enough that a crashed
+        # loop is replaced within seconds.
+        return int((2 * self.tick_seconds + settings.LEASE_EXTRA_SECONDS) * 1000)
+
+    def run(self) -> str:
+        """Run until stopped, superseded or failed; returns why it ended."""
+        close_old_connections()
+        row = self._load()
+        if row is None or row.run_id != self.run_id:
+            return "superseded before start"
+        if row.desired_state == Desired.STOPPED:
+            self._set_status(Status.STOPPED)
+            return "stopped before start"
+        self.tick_seconds = float((row.config or {}).get("tick_seconds", 1.0))
+        lease = Lease(self.client, keys.lease(self.kind, self.rid), self.token, self.lease_ms)
+        try:
+            self._take_lease(lease)
+        except Superseded as exc:
+            return f"not started: {exc}"
+        except TimeoutError as exc:
+            self._set_status(Status.ERROR, str(exc))
+            return "lease not available"
+
+        with _live_lock:
+            _live.add(self)
+        reason = "stopped"
+        try:
+            self.setup(row)
+            self._config_rev = str(row.config_version)
+            if not self._set_status(Status.RUNNING, ""):
+                raise Fenced("superseded before running")
+            self.logger().info("started (run %s, tick %.2fs)", self.run_id[:8], self.tick_seconds)
+            reason = self._iterate(lease)
+            self.logger().info("stopped: %s", reason)
+            self._set_status(Status.STOPPED, "")
+        except Fenced as exc:
+            reason = f"fenced: {exc}"
+            self.logger().warning("superseded; exiting without writing (%s)", exc)
+        except Exception as exc:  # a failing step must not take the worker down
+            reason = f"error: {exc}"
+            self.logger().exception("failed: %s", exc)
+            self._set_status(Status.ERROR, f"{type(exc).__name__}: {exc}")
+        finally:
+            with _live_lock:
+                _live.discard(self)
+            try:
+                self.teardown()
+            finally:
+                self._safe_flush()
+                try:
+                    lease.release()
+                except redis.RedisError:
+                    pass  # it expires on its own
+        return reason
+
+    def _take_lease(self, lease: Lease) -> None:
+        # An older incarnation (crashed, or still stopping) may hold the lease until it
+        # expires; wait for it, but give up if this incarnation is itself superseded.
+        deadline = time.monotonic() + lease.ttl_ms / 1000 + 5
+        while not lease.acquire():
+            holder = lease.holder() or ""
+            if holder.split(":")[0] == self.run_id:
+                # A second delivery of this same run (broker redelivery): the first one
+                # is live, so this one must not become a twin.
+                raise Superseded("a loop of this run already holds the lease")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"another loop still holds the lease (run {lease.holder()})")
+            if shutdown.is_set():
+                raise Superseded("worker shutting down")
+            control = self._control_from_db()
+            if control.run_id != self.run_id or control.desired == Desired.STOPPED:
+                raise Superseded(f"run {control.run_id[:8]} is current")
+            self.blocking.blpop([keys.wake(self.kind, self.rid)], timeout=0.5)
+
+    def _iterate(self, lease: Lease) -> str:
+        next_step = time.monotonic()
+        wake_key = keys.wake(self.kind, self.rid)
+        while True:
+            close_old_connections()
+            control = self._tick(lease)
+            if control.run_id != self.run_id:
+                raise Fenced(f"run {control.run_id[:8]} is now current")
+            if shutdown.is_set():
+                return "worker shutting down"
+            if control.desired == Desired.STOPPED:
+                return "stop requested"
+            paused = control.desired == Desired.PAUSED
+            if paused != self.paused:
+                self.paused = paused
+                self._set_status(Status.PAUSED if paused else Status.RUNNING)
+                self.on_paused_changed(paused)
+            if control.config_rev and control.config_rev != self._config_rev:
+                self._reload()
+            now = time.monotonic()
+            if now >= next_step:
+                started = time.perf_counter()
+                counters = self.step()
+                elapsed_ms = (time.perf_counter() - started) * 1000
+                self._count({"steps": 1, **counters})
+                self._gauges["last_step_ms"] = round(elapsed_ms, 3)
+                self._gauges["last_active"] = time.time()
+                # Do not burst to catch up after a slow step: the next tick is a full
+                # tick after the late one.
+                next_step = max(next_step + self.tick_seconds, now)
+            self._maybe_write_heartbeat()
+            wait = next_step - time.monotonic()
+            if wait > 0:
+                self.blocking.blpop([wake_key], timeout=wait)
+
+    def _tick(self, lease: Lease) -> Control:
+        incr, self._pending_incr = self._pending_incr, {}
+        try:
+            flags = lease.tick(
+                keys.heartbeat(self.kind, self.rid),
+                keys.metrics(self.kind, self.rid),
+                keys.flags(self.kind, self.rid),
+                now=time.time(),
+                heartbeat_ttl_s=int(settings.HEARTBEAT_STALE_SECONDS * 4),
+                incr=incr,
+                gauges=self._gauges,
+            )
+        except Fenced:
+            # Redis may have restarted or been flushed (the lease is simply gone): take
+            # the lease again if the database still names this run; else we are fenced.
+            if lease.holder() is None and self._control_from_db().run_id == self.run_id and lease.acquire():
+                self.logger().warning("lease was lost (Redis restarted?); re-acquired")
+                self._pending_incr = incr
+                return self._tick(lease)
+            raise
+        if "desired" not in flags:
+            # Redis lost the flags: the database decides. A paused session must never
+            # resume because a key went missing.
+            return self._control_from_db()
+        return Control(flags["desired"], flags.get("run_id", ""), flags.get("config_rev", ""))
+
+    def _reload(self) -> None:
+        row = self._load()
+        if row is None:
+            raise Fenced("row deleted")
+        self.tick_seconds = float((row.config or {}).get("tick_seconds", 1.0))
+        self.reload(row)
+        self._config_rev = str(row.config_version)
+        self.logger().info("config reloaded")
+
+    def _count(self, counters: dict[str, int]) -> None:
+        for k, v in counters.items():
+            self._pending_incr[k] = self._pending_incr.get(k, 0) + int(v)
+
+    def _maybe_write_heartbeat(self) -> None:
+        now = time.monotonic()
+        if now - self._last_db_write < settings.HEARTBEAT_DB_SECONDS:
+            return
+        self._last_db_write = now
+        fields: dict[str, Any] = {"last_heartbeat": timezone.now()}
+        last_active = self._gauges.get("last_active")
+        if last_active:
+            fields["last_active"] = datetime.fromtimestamp(last_active, tz=UTC)
+        snapshot = self.client.hgetall(keys.metrics(self.kind, self.rid))
+        if snapshot:
+            fields["metrics"] = numbers(snapshot)
+        if not self.model.objects.filter(pk=self.rid, run_id=self.run_id).update(**fields):
+            raise Fenced("database names another run")
+        self._safe_flush()
+
+    def _safe_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # log rows are best effort; never kill the loop over them
+            log.exception("could not flush log entries")
+
+    # --- database ------------------------------------------------------------------
+
+    def _load(self):
+        return self.model.objects.filter(pk=self.rid).first()
+
+    def _control_from_db(self) -> Control:
+        row = self.model.objects.filter(pk=self.rid).values("desired_state", "run_id").first()
+        if row is None:
+            raise Fenced("row deleted")
+        return Control(row["desired_state"], row["run_id"])
+
+    def _set_status(self, status: str, error: str | None = None) -> bool:
+        """Write the observed status, only while this run is current."""
+        fields: dict[str, Any] = {"status": status, "status_changed_at": timezone.now()}
+        if error is not None:
+            fields["error_message"] = error
+        if status in (Status.RUNNING, Status.PAUSED):
+            fields["last_heartbeat"] = timezone.now()
+        return bool(self.model.objects.filter(pk=self.rid, run_id=self.run_id).update(**fields))
+
+
+def numbers(snapshot: dict[str, str]) -> dict[str, float | int]:
+    out: dict[str, float | int] = {}
+    for k, v in snapshot.items():
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                continue
+    return out

@@ -1,0 +1,258 @@
+"""The JSON API (API.md): thin endpoints over control.services.
+
+Schema at /api/openapi.json, interactive docs at /api/docs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from ninja import NinjaAPI, Router, Schema
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import APIKeyCookie, HttpBearer
+
+from agents.models import Agent
+from control import health, presenters, services
+from control.auth import bearer_user, require_control
+from control.errors import NotFound, ServiceError
+
+
+class SessionAuth(APIKeyCookie):
+    """A logged-in browser; CSRF is checked on unsafe methods."""
+
+    param_name = "sessionid"
+
+    def authenticate(self, request: HttpRequest, key: str | None):
+        user = getattr(request, "user", None)
+        return user if user is not None and user.is_authenticated else None
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request: HttpRequest, token: str):
+        user = bearer_user(request)
+        if user is not None:
+            request.user = user
+        return user
+
+
+api = NinjaAPI(
+    title="Paper trading control panel API",
+    version="1",
+    description="Start, stop and watch the agents and paper trading sessions. "
+    "Authenticate with a browser session or `Authorization: Bearer <token>` "
+    "(`python manage.py issue_token <username>`).",
+    auth=[SessionAuth(), TokenAuth()],
+    urls_namespace="api",
+)
+
+
+def _error(request: HttpRequest, status: int, detail: str, code: str, **extra: Any) -> JsonResponse:
+    return JsonResponse({"detail": detail, "code": code, **extra}, status=status)
+
+
+@api.exception_handler(ServiceError)
+def _service_error(request, exc: ServiceError):
+    return JsonResponse(exc.as_dict(), status=exc.status)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request, exc):
+    return _error(
+        request,
+        401,
+        "Log in, or send 'Authorization: Bearer <token>' (manage.py issue_token).",
+        "not_authenticated",
+    )
+
+
+@api.exception_handler(NinjaValidationError)
+def _invalid(request, exc: NinjaValidationError):
+    errors = [
+        {"field": ".".join(str(p) for p in e.get("loc", [])[1:]) or "body", "reason": e.get("msg", "")}
+        for e in exc.errors
+    ]
+    malformed = any(e.get("type") in ("json_invalid", "model_attributes_type") for e in exc.errors)
+    if malformed:
+        return _error(
+            request,
+            400,
+            "The request body is not valid JSON of the expected shape.",
+            "malformed",
+            errors=errors,
+        )
+    summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+    return _error(request, 422, f"Invalid values: {summary}.", "invalid", errors=errors)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    return _error(request, exc.status_code, str(exc), "error")
+
+
+# --- schemas ---------------------------------------------------------------------
+
+
+class ErrorOut(Schema):
+    detail: str
+    code: str
+    errors: list[dict[str, str]] | None = None
+
+
+class AgentOut(Schema):
+    agent_id: str
+    name: str
+    kind: str
+    role: str
+    enabled: bool
+    status: str
+    desired_state: str
+    symbols: list[str]
+    inputs_from: list[str]
+    outputs_to: list[str]
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    last_active: datetime | None
+    last_heartbeat: datetime | None
+    status_changed_at: datetime | None
+    run_id: str | None
+    error_message: str | None
+
+
+class AgentMetricsOut(Schema):
+    agent_id: str
+    metrics: dict[str, Any]
+    last_active: datetime | None
+
+
+class BulkOut(Schema):
+    status: str
+    changed: list[str]
+    skipped: list[dict[str, str]]
+
+
+class SystemStatusOut(Schema):
+    status: str
+    agents: dict[str, int]
+    sessions: dict[str, int]
+    recent_trades: int
+    health: dict[str, Any]
+    updated_at: datetime
+
+
+ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 503: ErrorOut}
+
+
+# --- system ------------------------------------------------------------------------
+
+system = Router(tags=["system"])
+
+
+@system.get("/status", response={200: SystemStatusOut, **ERRORS})
+def system_status(request):
+    """Overall status derived from what is actually running, with counts."""
+    body = presenters.system_status()
+    # Sessions arrive with the trading engine; until then there are none to count.
+    body["sessions"] = {"total": 0, "running": 0, "paused": 0, "stopped": 0, "error": 0, "ready": 0}
+    body["recent_trades"] = 0
+    body["health"] = {"score": health.health()["score"]}
+    return body
+
+
+@system.post("/start", response={200: BulkOut, **ERRORS})
+def system_start(request):
+    """Start every enabled agent (upstream first). 409 if everything already runs."""
+    require_control(request.user)
+    result = services.start_system(user=request.user)
+    return {
+        "status": presenters.system_status()["status"],
+        "changed": result.changed,
+        "skipped": result.skipped,
+    }
+
+
+@system.post("/stop", response={200: BulkOut, **ERRORS})
+def system_stop(request):
+    """Stop every running agent gracefully (downstream first). 409 if nothing runs."""
+    require_control(request.user)
+    result = services.stop_system(user=request.user)
+    return {
+        "status": presenters.system_status()["status"],
+        "changed": result.changed,
+        "skipped": result.skipped,
+    }
+
+
+@system.get("/health", response={200: dict[str, Any], **ERRORS})
+def system_health(request):
+    """Database, Redis, workers, channel layer, host and stale heartbeats, with a score."""
+    return health.health()
+
+
+# --- agents ------------------------------------------------------------------------
+
+agents = Router(tags=["agents"])
+
+
+def _agent(agent_id: str) -> Agent:
+    agent = presenters.agents_queryset().filter(pk=agent_id).first()
+    if agent is None:
+        raise NotFound(f"There is no agent with id {agent_id!r}.")
+    return agent
+
+
+def _agent_out(agent_id: str) -> dict[str, Any]:
+    return presenters.agent_dicts([_agent(agent_id)])[0]
+
+
+@agents.get("", response={200: list[AgentOut], **ERRORS})
+def list_agents(request):
+    return presenters.agent_dicts(presenters.agents_queryset())
+
+
+@agents.get("/{agent_id}", response={200: AgentOut, **ERRORS})
+def get_agent(request, agent_id: str):
+    return _agent_out(agent_id)
+
+
+@agents.post("/{agent_id}/start", response={200: AgentOut, **ERRORS})
+def start_agent(request, agent_id: str):
+    """Start the agent's loop. 409 if it is running, starting or stopping."""
+    require_control(request.user)
+    services.start_agent(agent_id, user=request.user)
+    return _agent_out(agent_id)
+
+
+@agents.post("/{agent_id}/stop", response={200: AgentOut, **ERRORS})
+def stop_agent(request, agent_id: str):
+    """Stop the agent's loop; it confirms within one tick. 409 if already stopped."""
+    require_control(request.user)
+    services.stop_agent(agent_id, user=request.user)
+    return _agent_out(agent_id)
+
+
+@agents.get("/{agent_id}/metrics", response={200: AgentMetricsOut, **ERRORS})
+def agent_metrics(request, agent_id: str):
+    out = _agent_out(agent_id)
+    return {"agent_id": agent_id, "metrics": out["metrics"], "last_active": out["last_active"]}
+
+
+@agents.post("/{agent_id}/config", response={200: AgentOut, 422: ErrorOut, **ERRORS})
+def agent_config(request, agent_id: str, config: dict[str, Any]):
+    """Validate a new config with the agent's kind and store it (422 with the field and reason)."""
+    require_control(request.user)
+    services.update_agent_config(agent_id, config, user=request.user)
+    return _agent_out(agent_id)
+
+
+@agents.post("/{agent_id}/metrics/reset", response={200: AgentMetricsOut, **ERRORS})
+def agent_metrics_reset(request, agent_id: str):
+    require_control(request.user)
+    services.reset_agent_metrics(agent_id, user=request.user)
+    return {"agent_id": agent_id, "metrics": {}, "last_active": _agent(agent_id).last_active}
+
+
+api.add_router("/system", system)
+api.add_router("/agents", agents)

@@ -1,0 +1,38 @@
+"""Who is calling: a logged-in browser session or a program with a bearer token."""
+
+from __future__ import annotations
+
+from django.http import HttpRequest
+from django.utils import timezone
+
+from control.errors import Forbidden
+from control.models import CONTROL_PERMISSION, ApiToken, hash_token
+
+
+def bearer_user(request: HttpRequest):
+    """The active user behind `Authorization: Bearer <token>`, or None."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, raw = header.partition(" ")
+    if scheme.lower() != "bearer" or not raw.strip():
+        return None
+    user = ApiToken.user_for(raw.strip())
+    if user is not None:
+        ApiToken.objects.filter(key_hash=hash_token(raw.strip())).update(last_used_at=timezone.now())
+    return user
+
+
+def request_user(request: HttpRequest):
+    """The session user if logged in, else the bearer token's user, else None."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return user
+    user = bearer_user(request)
+    if user is not None:
+        request.user = user
+    return user
+
+
+def require_control(user) -> None:
+    """Raise Forbidden (403) unless the user may act (not only watch)."""
+    if not user.has_perm(CONTROL_PERMISSION):
+        raise Forbidden("You can watch but not act: your account lacks the 'control' permission.")

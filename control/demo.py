@@ -1,0 +1,73 @@
+"""The demo graph `seed_demo` builds. Grows with each agent kind that exists."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from agents.kinds import validate_config
+from agents.models import Agent, Role
+
+DEMO_AGENTS = [
+    {
+        "agent_id": "market_data_sim",
+        "name": "Simulated market (BTC, ETH)",
+        "kind": "market_data",
+        "role": Role.DATA_FEED,
+        "symbols": ["BTC-USD", "ETH-USD"],
+        "config": {"source": "simulated", "tick_seconds": 1.0},
+        "inputs_from": [],
+        "position": (0, 0),
+    },
+]
+
+
+@transaction.atomic
+def seed_agents() -> list[str]:
+    """Create the demo agents that are missing; existing ones (and their state) are kept."""
+    created = []
+    for spec in DEMO_AGENTS:
+        config = validate_config(spec["kind"], spec["config"]).model_dump(mode="json")
+        agent, was_created = Agent.objects.get_or_create(
+            agent_id=spec["agent_id"],
+            defaults={
+                "name": spec["name"],
+                "kind": spec["kind"],
+                "role": spec["role"],
+                "symbols": spec["symbols"],
+                "config": config,
+                "position_x": spec["position"][0],
+                "position_y": spec["position"][1],
+            },
+        )
+        if was_created:
+            agent.inputs_from.set(spec["inputs_from"])
+            created.append(agent.agent_id)
+    return created
+
+
+def password_file() -> Path:
+    return settings.VAR_DIR / "admin-password"
+
+
+def ensure_admin(username: str = "admin") -> tuple[bool, Path]:
+    """Create a superuser with a random password written to var/admin-password (mode 600).
+
+    Returns (created, path). An existing user is left alone.
+    """
+    path = password_file()
+    User = get_user_model()
+    if User.objects.filter(username=username).exists():
+        return False, path
+    password = secrets.token_urlsafe(12)
+    User.objects.create_superuser(username=username, email="", password=password)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return True, path

@@ -1,0 +1,46 @@
+"""Errors the control plane raises; every edge (API, views, commands) maps them the same way."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, detail: str, *, code: str | None = None, errors: list[dict] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code:
+            self.code = code
+        self.errors = errors or []
+
+    def as_dict(self) -> dict:
+        body: dict = {"detail": self.detail, "code": self.code}
+        if self.errors:
+            body["errors"] = self.errors
+        return body
+
+
+class NotFound(ServiceError):
+    status = 404
+    code = "not_found"
+
+
+class TransitionRefused(ServiceError):
+    status = 409
+    code = "invalid_transition"
+
+
+class InvalidInput(ServiceError):
+    status = 422
+    code = "invalid"
+
+
+class DependencyDown(ServiceError):
+    status = 503
+    code = "dependency_unavailable"
+
+
+class Forbidden(ServiceError):
+    status = 403
+    code = "permission_denied"

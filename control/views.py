@@ -1,0 +1,70 @@
+"""Pages, /healthz and the log tail (kept at its old path outside /api/)."""
+
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_not_required
+from django.http import FileResponse, HttpRequest, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from agents.models import Agent
+from agents.runtime.logs import log_path, tail
+from control import health, presenters
+from control.auth import request_user
+
+MAX_LINES = 5000
+
+
+@login_not_required
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """No auth: 200 {"ok": true} when the database and Redis answer, else 503."""
+    report = health.liveness()
+    return JsonResponse(report, status=200 if report["ok"] else 503)
+
+
+def _json_error(status: int, detail: str, code: str) -> JsonResponse:
+    return JsonResponse({"detail": detail, "code": code}, status=status)
+
+
+@login_not_required
+@require_GET
+def agent_logs(request: HttpRequest, agent_id: str):
+    """Last N lines of the agent's log file (API.md "Log tail")."""
+    if request_user(request) is None:
+        return _json_error(401, "Log in, or send 'Authorization: Bearer <token>'.", "not_authenticated")
+    raw_lines = request.GET.get("lines", "100")
+    try:
+        lines = int(raw_lines)
+    except ValueError:
+        lines = 0
+    if not 1 <= lines <= MAX_LINES:
+        return _json_error(
+            400, f"'lines' must be a whole number from 1 to {MAX_LINES}; got {raw_lines!r}.", "bad_lines"
+        )
+    # The id is looked up in the database first: only a known agent's file can be read.
+    agent = Agent.objects.filter(pk=agent_id).only("agent_id").first()
+    path = log_path(agent.agent_id) if agent is not None else None
+    if agent is None or path is None:
+        return _json_error(404, f"There is no agent with id {agent_id!r}.", "not_found")
+    if not path.is_file():
+        return _json_error(404, f"Agent {agent.agent_id} has not written a log yet.", "no_log")
+    if request.GET.get("download") == "1":
+        return FileResponse(
+            open(path, "rb"), as_attachment=True, filename=f"{agent.agent_id}.log", content_type="text/plain"
+        )
+    try:
+        result = tail(path, lines, min_level=request.GET.get("level") or None, q=request.GET.get("q") or None)
+    except ValueError as exc:
+        return _json_error(400, str(exc), "bad_request")
+    return JsonResponse({"agent_id": agent.agent_id, "lines": result.lines, "truncated": result.truncated})
+
+
+def index(request: HttpRequest):
+    """The control panel. (The live panel arrives with issue 4; this lists the truth.)"""
+    agents = presenters.agent_dicts(presenters.agents_queryset())
+    return render(
+        request,
+        "control/index.html",
+        {"agents": agents, "system": presenters.system_status()},
+    )

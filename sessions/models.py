@@ -1,0 +1,1 @@
+"""Paper trading sessions arrive with the trading engine (issue 3)."""

@@ -1,0 +1,302 @@
+"""Unit tests of the market_data kind: no Redis, no database, a fake StepContext."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.kinds import ConfigError, validate_config
+from agents.kinds.base import StepContext
+from agents.kinds.market_data import MarketData
+
+SYMBOLS = ["BTC-USD", "ETH-USD"]
+
+
+class FakeContext(StepContext):
+    """A StepContext whose stream is a list; `last` plays the newest message already there."""
+
+    def __init__(
+        self, symbols: list[str] | None = None, last: dict[str, Any] | None = None, agent_id: str = "a1"
+    ):
+        self.published: list[dict[str, Any]] = []
+        super().__init__(
+            agent_id=agent_id,
+            symbols=list(symbols or SYMBOLS),
+            publish=self._publish,
+            last_published=lambda: last,
+            log=logging.getLogger("tests.market_data"),
+        )
+
+    def _publish(self, msg: dict[str, Any]) -> str:
+        self.published.append(msg)
+        return f"{len(self.published)}-0"
+
+
+def make(config: dict[str, Any], **ctx_args: Any) -> tuple[MarketData, FakeContext]:
+    ctx = FakeContext(**ctx_args)
+    return MarketData(ctx, validate_config("market_data", config)), ctx
+
+
+def run(config: dict[str, Any], steps: int, **ctx_args: Any) -> list[dict[str, Any]]:
+    kind, ctx = make(config, **ctx_args)
+    for _ in range(steps):
+        kind.step()
+    return ctx.published
+
+
+def closes(messages: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    return [(m["symbol"], m["close"]) for m in messages]
+
+
+def refusal(config: dict[str, Any]) -> dict[str, str]:
+    with pytest.raises(ConfigError) as exc:
+        validate_config("market_data", config)
+    return dict(exc.value.errors)
+
+
+# --- simulated source ---
+
+
+def test_the_same_seed_gives_the_same_path() -> None:
+    assert closes(run({"seed": 7}, 50)) == closes(run({"seed": 7}, 50))
+
+
+def test_different_seeds_give_different_paths() -> None:
+    assert closes(run({"seed": 7}, 50)) != closes(run({"seed": 8}, 50))
+
+
+def test_without_a_seed_the_path_is_stable_per_agent_and_differs_between_agents() -> None:
+    assert closes(run({}, 20, agent_id="x")) == closes(run({}, 20, agent_id="x"))
+    assert closes(run({}, 20, agent_id="x")) != closes(run({}, 20, agent_id="y"))
+
+
+def test_each_step_publishes_one_bar_per_symbol_and_summarises_the_closes() -> None:
+    kind, ctx = make({"seed": 1})
+    result = kind.step()
+    assert [m["symbol"] for m in ctx.published] == SYMBOLS
+    assert result.did_work and result.published == 2 and result.counters == {"bars": 2}
+    assert result.summary == ", ".join(f"{m['symbol']} {m['close']:.2f}" for m in ctx.published)
+    assert datetime.fromisoformat(ctx.published[0]["ts"]).utcoffset() is not None
+
+
+def test_unlisted_symbols_start_from_default_prices_and_listed_ones_from_the_config() -> None:
+    messages = run({"seed": 1, "initial_prices": {"ETH-USD": 10.0}}, 1, symbols=["BTC-USD", "ETH-USD", "XYZ"])
+    opens = {m["symbol"]: m["open"] for m in messages}
+    assert opens == {"BTC-USD": 65000.0, "ETH-USD": 10.0, "XYZ": 100.0}
+
+
+def test_every_simulated_bar_is_labelled_simulated_and_has_consistent_ohlc() -> None:
+    wild = {
+        "seed": 3,
+        "annual_volatility": 8,
+        "high_vol_multiplier": 5,
+        "jump_probability": 0.2,
+        "jump_std": 0.5,
+    }
+    messages = run(wild, 300, symbols=["BTC-USD", "PENNY"]) + run(
+        {**wild, "initial_prices": {"PENNY": 0.0001}}, 300, symbols=["PENNY"]
+    )
+    for m in messages:
+        assert m["type"] == "bar" and m["source"] == "simulated"
+        assert m["high"] >= max(m["open"], m["close"]) >= min(m["open"], m["close"]) >= m["low"] > 0
+        assert m["volume"] > 0 and m["price"] == m["close"]
+
+
+def test_regimes_switch_and_jumps_happen_when_made_likely() -> None:
+    messages = run({"seed": 5, "regime_switch_probability": 0.3, "jump_probability": 0.3}, 200)
+    assert {m["regime"] for m in messages} == {"normal", "high"}
+    assert 0 < sum(m["jump"] for m in messages) < len(messages)
+
+
+def test_with_default_probabilities_the_market_is_mostly_calm() -> None:
+    messages = run({"seed": 5}, 50)
+    assert sum(m["jump"] for m in messages) <= 2
+
+
+def test_after_a_restart_the_last_published_symbol_continues_from_its_close() -> None:
+    last = {"type": "bar", "symbol": "ETH-USD", "close": 1234.5, "regime": "high", "source": "simulated"}
+    messages = run({"seed": 1}, 1, last=last)
+    by_symbol = {m["symbol"]: m for m in messages}
+    assert by_symbol["ETH-USD"]["open"] == 1234.5
+    assert by_symbol["ETH-USD"]["regime"] == "high"
+    assert by_symbol["BTC-USD"]["open"] == 65000.0
+
+
+def test_each_bar_opens_at_the_previous_close() -> None:
+    eth = [m for m in run({"seed": 2}, 20) if m["symbol"] == "ETH-USD"]
+    assert all(b["open"] == a["close"] for a, b in pairwise(eth))
+
+
+# --- config validation ---
+
+
+def test_an_unknown_config_key_is_refused() -> None:
+    assert "volatility" in refusal({"volatility": 0.5})
+
+
+def test_a_negative_volatility_is_refused_naming_its_field() -> None:
+    assert "annual_volatility" in refusal({"annual_volatility": -0.1})
+
+
+def test_a_non_positive_initial_price_is_refused() -> None:
+    assert "initial_prices.BTC-USD" in refusal({"initial_prices": {"BTC-USD": 0}})
+
+
+def test_the_csv_source_without_a_path_is_refused(settings: Any, tmp_path: Path) -> None:
+    settings.MARKET_DATA_DIR = tmp_path
+    assert "required" in refusal({"source": "csv"})["csv_path"]
+
+
+def test_a_csv_path_outside_the_market_data_folder_is_refused(settings: Any, tmp_path: Path) -> None:
+    settings.MARKET_DATA_DIR = tmp_path / "data"
+    (tmp_path / "data").mkdir()
+    outside = write_csv(tmp_path, "secret.csv", "timestamp,open,high,low,close,volume\n")
+    assert "inside" in refusal({"source": "csv", "csv_path": str(outside)})["csv_path"]
+    assert "inside" in refusal({"source": "csv", "csv_path": "../secret.csv"})["csv_path"]
+
+
+def test_a_missing_csv_file_is_refused(settings: Any, tmp_path: Path) -> None:
+    settings.MARKET_DATA_DIR = tmp_path
+    assert "not found" in refusal({"source": "csv", "csv_path": "nope.csv"})["csv_path"]
+
+
+def test_a_csv_without_the_required_header_is_refused(settings: Any, tmp_path: Path) -> None:
+    settings.MARKET_DATA_DIR = tmp_path
+    write_csv(tmp_path, "bad.csv", "time,open,high,low,close\n1,1,1,1,1\n")
+    reason = refusal({"source": "csv", "csv_path": "bad.csv"})["csv_path"]
+    assert "timestamp" in reason and "volume" in reason
+
+
+def test_a_csv_path_relative_to_the_market_data_folder_is_accepted(settings: Any, tmp_path: Path) -> None:
+    settings.MARKET_DATA_DIR = tmp_path
+    write_csv(tmp_path, "ok.csv", " Timestamp ,OPEN,High,low,close,Volume\n")
+    assert validate_config("market_data", {"source": "csv", "csv_path": "ok.csv"}).csv_path == "ok.csv"
+
+
+# --- csv source ---
+
+
+def write_csv(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+ONE_INSTRUMENT = """timestamp,open,high,low,close,volume
+2024-01-01T00:00:00Z,100,110,95,105,10
+2024-01-01T00:01:00Z,105,108,101,102,12
+1704067320,102,103,99,100,9
+"""
+
+MULTI = """timestamp,symbol,open,high,low,close,volume
+2024-01-01T00:00:00Z,BTC-USD,100,110,95,105,10
+2024-01-01T00:00:00Z,DOGE-USD,1,1,1,1,1
+2024-01-01T00:00:00Z,ETH-USD,10,11,9,10.5,5
+2024-01-01T00:01:00Z,ETH-USD,10.5,12,10,11,6
+2024-01-01T00:02:00Z,DOGE-USD,1,1,1,1,1
+2024-01-01T00:03:00Z,BTC-USD,105,106,100,101,7
+"""
+
+
+@pytest.fixture
+def csv_dir(settings: Any, tmp_path: Path) -> Path:
+    settings.MARKET_DATA_DIR = tmp_path
+    return tmp_path
+
+
+def test_csv_replay_publishes_rows_in_order_with_the_files_timestamps_for_the_first_symbol(
+    csv_dir: Path,
+) -> None:
+    write_csv(csv_dir, "btc.csv", ONE_INSTRUMENT)
+    kind, ctx = make({"source": "csv", "csv_path": "btc.csv"})
+    results = [kind.step() for _ in range(3)]
+    assert [r.published for r in results] == [1, 1, 1]
+    assert [m["ts"] for m in ctx.published] == [
+        "2024-01-01T00:00:00+00:00",
+        "2024-01-01T00:01:00+00:00",
+        "2024-01-01T00:02:00+00:00",
+    ]
+    assert {m["symbol"] for m in ctx.published} == {"BTC-USD"}
+    assert {m["source"] for m in ctx.published} == {"csv:btc.csv"}
+    assert ctx.published[0] == {
+        "type": "bar", "ts": "2024-01-01T00:00:00+00:00", "symbol": "BTC-USD", "open": 100.0, "high": 110.0,
+        "low": 95.0, "close": 105.0, "volume": 10.0, "price": 105.0, "source": "csv:btc.csv",
+    }  # fmt: skip
+
+
+def test_csv_replay_groups_rows_by_timestamp_and_skips_other_symbols(csv_dir: Path) -> None:
+    write_csv(csv_dir, "multi.csv", MULTI)
+    kind, ctx = make({"source": "csv", "csv_path": "multi.csv"})
+    first = kind.step()
+    assert first.published == 2 and first.summary == "BTC-USD 105.00, ETH-USD 10.50"
+    assert kind.step().published == 1
+    assert kind.step().published == 1  # the DOGE-only minute is passed over
+    assert [(m["ts"][11:16], m["symbol"]) for m in ctx.published] == [
+        ("00:00", "BTC-USD"),
+        ("00:00", "ETH-USD"),
+        ("00:01", "ETH-USD"),
+        ("00:03", "BTC-USD"),
+    ]
+
+
+def test_csv_replay_skips_bad_rows_with_a_warning_and_counts_them(
+    csv_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_csv(
+        csv_dir,
+        "bad.csv",
+        "timestamp,open,high,low,close,volume\n"
+        "2024-01-01T00:00:00Z,100,abc,95,105,10\n"
+        "2024-01-01T00:01:00Z,100,90,95,105,10\n"
+        "yesterday,100,110,95,105,10\n"
+        "2024-01-01T00:02:00Z,100,110,95,105,10\n",
+    )
+    kind, ctx = make({"source": "csv", "csv_path": "bad.csv"})
+    with caplog.at_level(logging.WARNING):
+        result = kind.step()
+    assert result.published == 1 and result.counters == {"bars": 1, "bad_rows": 3}
+    assert ctx.published[0]["ts"] == "2024-01-01T00:02:00+00:00"
+    assert len([r for r in caplog.records if "skipped" in r.getMessage()]) == 3
+
+
+def test_csv_replay_stops_at_the_end_of_the_file(csv_dir: Path) -> None:
+    write_csv(csv_dir, "btc.csv", ONE_INSTRUMENT)
+    kind, ctx = make({"source": "csv", "csv_path": "btc.csv"})
+    for _ in range(3):
+        kind.step()
+    end = kind.step()
+    assert not end.did_work and end.published == 0 and end.summary == "end of file"
+    assert len(ctx.published) == 3
+    kind.close()
+
+
+def test_csv_replay_loops_to_the_top_when_asked(csv_dir: Path) -> None:
+    write_csv(csv_dir, "btc.csv", ONE_INSTRUMENT)
+    kind, ctx = make({"source": "csv", "csv_path": "btc.csv", "loop_at_end": True})
+    results = [kind.step() for _ in range(5)]
+    assert all(r.did_work for r in results)
+    assert [m["ts"][11:16] for m in ctx.published] == ["00:00", "00:01", "00:02", "00:00", "00:01"]
+
+
+def test_csv_replay_looping_over_a_file_with_nothing_for_us_does_not_spin(csv_dir: Path) -> None:
+    write_csv(csv_dir, "multi.csv", MULTI)
+    kind, _ = make({"source": "csv", "csv_path": "multi.csv", "loop_at_end": True}, symbols=["SOL-USD"])
+    assert kind.step().summary == "end of file"
+
+
+def test_csv_replay_resumes_after_the_last_published_timestamp(csv_dir: Path) -> None:
+    write_csv(csv_dir, "btc.csv", ONE_INSTRUMENT)
+    last = {"type": "bar", "symbol": "BTC-USD", "ts": "2024-01-01T00:01:00+00:00", "source": "csv:btc.csv"}
+    messages = run({"source": "csv", "csv_path": "btc.csv"}, 2, last=last)
+    assert [m["ts"] for m in messages] == ["2024-01-01T00:02:00+00:00"]
+
+
+def test_csv_replay_ignores_a_last_message_from_another_source(csv_dir: Path) -> None:
+    write_csv(csv_dir, "btc.csv", ONE_INSTRUMENT)
+    last = {"symbol": "BTC-USD", "ts": "2030-01-01T00:00:00+00:00", "source": "simulated", "close": 5.0}
+    assert len(run({"source": "csv", "csv_path": "btc.csv"}, 3, last=last)) == 3

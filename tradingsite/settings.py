@@ -1,0 +1,175 @@
+"""Settings, all read from the environment with safe development defaults.
+
+Every variable is documented where it is read; docs/operations.md lists them for
+deployments.
+"""
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+
+# --- Core -------------------------------------------------------------------
+# DEBUG defaults on for a developer's checkout; production sets DEBUG=0.
+DEBUG = env.bool("DEBUG", default=True)
+# A development key is generated into var/ on first use so nothing secret is committed;
+# production must set SECRET_KEY.
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    from tradingsite.devsecret import development_secret_key
+
+    SECRET_KEY = development_secret_key(VAR_DIR)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+# The web port, used by `make run` and printed in its banner.
+PORT = env.int("PORT", default=8000)
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "django_htmx",
+    "template_partials",
+    "agents",
+    "sessions.apps.TradingSessionsConfig",
+    "control",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "control.middleware.LoginRequired",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "tradingsite.urls"
+ASGI_APPLICATION = "tradingsite.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+# --- Database ---------------------------------------------------------------
+# SQLite file under var/ by default; DATABASE_URL=postgres://... for PostgreSQL.
+DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        # WAL lets the web process read while a worker writes; the busy timeout makes a
+        # writer wait for the lock instead of failing with "database is locked"; IMMEDIATE
+        # takes the write lock at BEGIN so two read-then-write transactions cannot
+        # deadlock on lock upgrade.
+        "init_command": "PRAGMA journal_mode=WAL;PRAGMA synchronous=NORMAL;",
+        "timeout": env.int("SQLITE_TIMEOUT", default=20),
+        "transaction_mode": "IMMEDIATE",
+    }
+    # Tests need a file (not :memory:) so worker processes see the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: flags, leases, streams, broker, channel layer -------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Every key this project writes starts with this prefix (Celery's and Channels' too), so
+# several installs or test runs can share one Redis and clean up only their own keys.
+REDIS_PREFIX = env.str("REDIS_PREFIX", default="pt:")
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}asgi", "capacity": 1000, "expiry": 30},
+    }
+}
+
+# --- Celery -----------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL
+CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": REDIS_PREFIX}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_RESULT_BACKEND = None
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = False
+# Short tasks (the reconciler) get hard limits; the endless loops opt out per task.
+CELERY_TASK_TIME_LIMIT = 120
+CELERY_TASK_SOFT_TIME_LIMIT = 100
+CELERY_TASK_DEFAULT_QUEUE = "control"
+CELERY_TASK_ROUTES = {
+    "agents.tasks.run_agent": {"queue": "loops"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "reconcile": {
+        "task": "control.tasks.reconcile",
+        "schedule": env.float("RECONCILE_SECONDS", default=5.0),
+        "options": {"expires": 10},
+    },
+}
+
+# --- Runtime ----------------------------------------------------------------
+# Per-agent log files live here; the log tail refuses any path outside it.
+LOG_DIR = Path(env.str("LOG_DIR", default=str(VAR_DIR / "logs"))).resolve()
+# CSV files the market_data agent may replay must lie under this folder.
+MARKET_DATA_DIR = Path(env.str("MARKET_DATA_DIR", default=str(VAR_DIR / "market_data"))).resolve()
+# A loop writes last_heartbeat/metrics to the database at most this often (Redis every tick).
+HEARTBEAT_DB_SECONDS = env.float("HEARTBEAT_DB_SECONDS", default=5.0)
+# A loop's lease lives 2 ticks plus this long: how fast a crashed loop is replaced.
+LEASE_EXTRA_SECONDS = env.float("LEASE_EXTRA_SECONDS", default=10.0)
+# A running loop whose Redis heartbeat is older than this is considered lost.
+HEARTBEAT_STALE_SECONDS = env.float("HEARTBEAT_STALE_SECONDS", default=15.0)
+# How long a stop may take to be confirmed before the loop is fenced.
+STOP_GRACE_SECONDS = env.float("STOP_GRACE_SECONDS", default=15.0)
+# How long a queued start may wait for a worker before the reconciler sends it again.
+START_GRACE_SECONDS = env.float("START_GRACE_SECONDS", default=60.0)
+
+# --- Static files -----------------------------------------------------------
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "static"
+
+# --- I18N -------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# --- Logging ----------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # Agent loggers write to their own files (agents.runtime.logs), not the console.
+    "loggers": {"agents.agent": {"handlers": [], "propagate": False}},
+}
