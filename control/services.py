@@ -85,7 +85,7 @@ def launch_agent(agent_id: str, run_id: str, desired: str = Desired.RUNNING, con
     from agents.tasks import run_agent
 
     flags.write("agent", agent_id, desired, run_id, str(config_version))
-    result = run_agent.apply_async((agent_id, run_id), queue="loops")
+    result = run_agent.apply_async((agent_id, run_id), queue=settings.LOOP_QUEUE)
     Agent.objects.filter(pk=agent_id, run_id=run_id).update(task_id=result.id)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +55,9 @@ def _redis_prefix_guard() -> Iterator[None]:
             batch.clear()
     if batch:
         client.delete(*batch)
+    for folder in (settings.LOG_DIR, settings.MARKET_DATA_DIR):
+        if folder.name.startswith("pt-test-"):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -142,10 +146,10 @@ def database_url() -> str:
 class WorkerProcess:
     """A real `celery worker` subprocess on this run's Redis prefix and test database."""
 
-    def __init__(self, log_dir: Path, queues: str = "loops,control", concurrency: int = 100) -> None:
+    def __init__(self, log_dir: Path, queues: str | None = None, concurrency: int = 100) -> None:
         self.hostname = f"w{uuid.uuid4().hex[:8]}@pytest"
         self.log_path = log_dir / f"{self.hostname}.out"
-        self.queues = queues
+        self.queues = queues or f"{settings.LOOP_QUEUE},{settings.CELERY_TASK_DEFAULT_QUEUE}"
         self.concurrency = concurrency
         self.proc: subprocess.Popen | None = None
 
@@ -155,6 +159,9 @@ class WorkerProcess:
             "DATABASE_URL": database_url(),
             "REDIS_PREFIX": settings.REDIS_PREFIX,
             "LOG_DIR": str(settings.LOG_DIR),
+            "MARKET_DATA_DIR": str(settings.MARKET_DATA_DIR),
+            "LOOP_QUEUE": settings.LOOP_QUEUE,
+            "CONTROL_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
             "PYTHONUNBUFFERED": "1",
             **(env_extra or {}),
         }
@@ -253,12 +260,24 @@ def celery_worker(transactional_db, _session_worker, settings, tmp_path) -> Iter
 
 
 @pytest.fixture
-def spawn_worker(transactional_db, worker_log_dir) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start extra workers for one test (to kill them); all are gone after the test."""
+def spawn_worker(transactional_db, worker_log_dir, settings) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start workers of this test's own (to kill them); all are gone after the test.
+
+    Loops of this test go to a queue of its own, so the session's shared worker does
+    not take them.
+    """
+    own = uuid.uuid4().hex[:8]
+    settings.LOOP_QUEUE = f"loops-{own}"
+    settings.CELERY_TASK_DEFAULT_QUEUE = f"control-{own}"
     started: list[WorkerProcess] = []
 
-    def spawn(**kwargs) -> WorkerProcess:
-        worker = WorkerProcess(worker_log_dir, **kwargs).start()
+    def spawn(loops_only: bool = True, **kwargs) -> WorkerProcess:
+        queues = (
+            settings.LOOP_QUEUE
+            if loops_only
+            else f"{settings.LOOP_QUEUE},{settings.CELERY_TASK_DEFAULT_QUEUE}"
+        )
+        worker = WorkerProcess(worker_log_dir, queues=queues, **kwargs).start()
         started.append(worker)
         return worker
 

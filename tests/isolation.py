@@ -5,11 +5,20 @@ machine's Redis never see each other's keys; the suite deletes only keys under i
 """
 
 import os
+import tempfile
 import uuid
 
-os.environ.setdefault("REDIS_PREFIX", f"test-{uuid.uuid4().hex[:10]}:")
+_run = uuid.uuid4().hex[:10]
+os.environ.setdefault("REDIS_PREFIX", f"test-{_run}:")
+os.environ.setdefault(
+    "SQLITE_TEST_NAME",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", f"test-{_run}.sqlite3"),
+)
 # Short leases and heartbeats so crash-recovery tests take seconds, not minutes.
 os.environ.setdefault("LEASE_EXTRA_SECONDS", "2")
 os.environ.setdefault("HEARTBEAT_DB_SECONDS", "0.5")
 os.environ.setdefault("STOP_GRACE_SECONDS", "3")
 os.environ.setdefault("START_GRACE_SECONDS", "10")
+# Agent log files and market data of this run, removed at the end of the session.
+os.environ.setdefault("LOG_DIR", tempfile.mkdtemp(prefix=f"pt-test-logs-{_run}-"))
+os.environ.setdefault("MARKET_DATA_DIR", tempfile.mkdtemp(prefix=f"pt-test-data-{_run}-"))

@@ -91,8 +91,11 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": env.int("SQLITE_TIMEOUT", default=20),
         "transaction_mode": "IMMEDIATE",
     }
-    # Tests need a file (not :memory:) so worker processes see the same database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # Tests need a file (not :memory:) so worker processes see the same database; each
+    # test run names its own (tests/isolation.py) so concurrent runs do not collide.
+    DATABASES["default"]["TEST"] = {
+        "NAME": env.str("SQLITE_TEST_NAME", default=str(VAR_DIR / "test.sqlite3"))
+    }
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -124,10 +127,10 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 # Short tasks (the reconciler) get hard limits; the endless loops opt out per task.
 CELERY_TASK_TIME_LIMIT = 120
 CELERY_TASK_SOFT_TIME_LIMIT = 100
-CELERY_TASK_DEFAULT_QUEUE = "control"
-CELERY_TASK_ROUTES = {
-    "agents.tasks.run_agent": {"queue": "loops"},
-}
+# Short control tasks (the reconciler) go here, away from the loops.
+CELERY_TASK_DEFAULT_QUEUE = env.str("CONTROL_QUEUE", default="control")
+# The queue the endless loops go to (a worker pool sized for hundreds of idle loops).
+LOOP_QUEUE = env.str("LOOP_QUEUE", default="loops")
 CELERY_BEAT_SCHEDULE = {
     "reconcile": {
         "task": "control.tasks.reconcile",

@@ -1,0 +1,142 @@
+"""Every allowed and refused transition of agents and the system (control.services)."""
+
+import pytest
+
+from agents.models import Agent, LogEntry
+from agents.states import Desired, Status
+from control import services
+from control.errors import NotFound, TransitionRefused
+
+pytestmark = pytest.mark.django_db
+
+
+def agent_in(make_agent, status: str, desired: str, **fields) -> Agent:
+    return make_agent(status=status, desired_state=desired, run_id="r-old", **fields)
+
+
+@pytest.mark.parametrize("status", [Status.STOPPED, Status.ERROR])
+def test_start_is_allowed_from(make_agent, status):
+    agent = agent_in(make_agent, status, Desired.STOPPED if status == Status.STOPPED else Desired.RUNNING)
+    started = services.start_agent(agent.agent_id)
+    assert (started.status, started.desired_state) == (Status.STARTING, Desired.RUNNING)
+    assert started.run_id and started.run_id != "r-old"
+    assert started.error_message == ""
+
+
+@pytest.mark.parametrize(
+    "status, sentence",
+    [
+        (Status.STARTING, "already starting"),
+        (Status.RUNNING, "already running"),
+        (Status.STOPPING, "still stopping"),
+    ],
+)
+def test_start_is_refused_with_a_sentence_from(make_agent, status, sentence):
+    agent = agent_in(make_agent, status, Desired.RUNNING if status != Status.STOPPING else Desired.STOPPED)
+    with pytest.raises(TransitionRefused, match=sentence) as refused:
+        services.start_agent(agent.agent_id)
+    assert refused.value.status == 409 and refused.value.code == "invalid_transition"
+    unchanged = Agent.objects.get(pk=agent.pk)
+    assert (unchanged.status, unchanged.run_id) == (status, "r-old")
+
+
+def test_start_of_a_disabled_agent_is_refused(make_agent):
+    agent = agent_in(make_agent, Status.STOPPED, Desired.STOPPED, enabled=False)
+    with pytest.raises(TransitionRefused, match="disabled"):
+        services.start_agent(agent.agent_id)
+    assert Agent.objects.get(pk=agent.pk).desired_state == Desired.STOPPED
+
+
+@pytest.mark.parametrize(
+    "status, desired, expected",
+    [
+        (Status.STARTING, Desired.RUNNING, Status.STOPPING),
+        (Status.RUNNING, Desired.RUNNING, Status.STOPPING),
+        (Status.ERROR, Desired.RUNNING, Status.STOPPED),
+        # Wanted running but not running (a restart is pending): stop cancels it.
+        (Status.STOPPED, Desired.RUNNING, Status.STOPPED),
+    ],
+)
+def test_stop_is_allowed_from(make_agent, status, desired, expected):
+    agent = agent_in(make_agent, status, desired)
+    stopped = services.stop_agent(agent.agent_id)
+    assert (stopped.status, stopped.desired_state) == (expected, Desired.STOPPED)
+    assert stopped.run_id == "r-old"  # the live loop confirms the stop under its own run
+
+
+@pytest.mark.parametrize(
+    "status, sentence",
+    [(Status.STOPPED, "already stopped"), (Status.STOPPING, "already stopping")],
+)
+def test_stop_is_refused_with_a_sentence_from(make_agent, status, sentence):
+    agent = agent_in(make_agent, status, Desired.STOPPED)
+    with pytest.raises(TransitionRefused, match=sentence):
+        services.stop_agent(agent.agent_id)
+    assert Agent.objects.get(pk=agent.pk).status == status
+
+
+def test_every_change_writes_an_audit_entry_naming_the_user(make_agent, operator):
+    agent = agent_in(make_agent, Status.STOPPED, Desired.STOPPED)
+    services.start_agent(agent.agent_id, user=operator)
+    entry = LogEntry.objects.get(source="control", agent=agent)
+    assert entry.user == operator
+    assert entry.message == f"operator started agent {agent.agent_id}"
+
+
+def test_refused_transition_writes_no_audit_entry(make_agent):
+    agent = agent_in(make_agent, Status.RUNNING, Desired.RUNNING)
+    with pytest.raises(TransitionRefused):
+        services.start_agent(agent.agent_id)
+    assert not LogEntry.objects.filter(source="control").exists()
+
+
+def test_unknown_agent_is_not_found():
+    with pytest.raises(NotFound):
+        services.start_agent("nope")
+    with pytest.raises(NotFound):
+        services.stop_agent("nope")
+
+
+def test_system_start_starts_enabled_agents_upstream_first(make_agent):
+    decision = make_agent("decide", role="decision")
+    feed = make_agent("feed", role="data_feed")
+    make_agent("off", enabled=False)
+    decision.inputs_from.add(feed)
+    result = services.start_system()
+    assert result.changed == ["feed", "decide"]
+    assert Agent.objects.get(pk="off").desired_state == Desired.STOPPED
+
+
+def test_system_start_skips_running_agents_and_says_why(make_agent):
+    make_agent("feed")
+    agent_in(make_agent, Status.RUNNING, Desired.RUNNING, agent_id="busy")
+    result = services.start_system()
+    assert result.changed == ["feed"]
+    assert result.skipped == [{"id": "busy", "reason": "Agent busy is already running. You can stop it."}]
+
+
+def test_system_start_is_refused_when_everything_runs(make_agent):
+    agent_in(make_agent, Status.RUNNING, Desired.RUNNING)
+    with pytest.raises(TransitionRefused, match="already running"):
+        services.start_system()
+
+
+def test_system_start_is_refused_without_enabled_agents(make_agent):
+    make_agent(enabled=False)
+    with pytest.raises(TransitionRefused, match="no enabled agent"):
+        services.start_system()
+
+
+def test_system_stop_stops_downstream_first(make_agent):
+    feed = agent_in(make_agent, Status.RUNNING, Desired.RUNNING, agent_id="feed")
+    decision = agent_in(make_agent, Status.RUNNING, Desired.RUNNING, agent_id="decide", role="decision")
+    decision.inputs_from.add(feed)
+    result = services.stop_system()
+    assert result.changed == ["decide", "feed"]
+    assert set(Agent.objects.values_list("desired_state", flat=True)) == {Desired.STOPPED}
+
+
+def test_system_stop_is_refused_when_nothing_runs(make_agent):
+    make_agent()
+    with pytest.raises(TransitionRefused, match="already stopped"):
+        services.stop_system()
