@@ -1,0 +1,92 @@
+"""The loop run in this process (real Redis, real database): flags, leases, reloads."""
+
+import threading
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from agents.models import Agent
+from agents.runtime import flags, keys
+from agents.runtime.agent_loop import AgentLoop
+from agents.states import Desired, Status
+from control import services
+from tests.conftest import wait_for
+
+
+@pytest.fixture
+def run_loop(transactional_db):
+    """Run an AgentLoop in a thread; returns (thread, outcome dict). Joined at teardown."""
+    threads: list[tuple[threading.Thread, str]] = []
+
+    def start(agent_id: str, run_id: str = "run-1") -> dict:
+        Agent.objects.filter(pk=agent_id).update(
+            desired_state=Desired.RUNNING, status=Status.STARTING, run_id=run_id
+        )
+        flags.write("agent", agent_id, Desired.RUNNING, run_id, "1")
+        outcome: dict = {}
+
+        def target():
+            outcome["reason"] = AgentLoop(agent_id, run_id).run()
+            connection.close()
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        threads.append((thread, agent_id))
+        outcome["thread"] = thread
+        return outcome
+
+    yield start
+    for thread, agent_id in threads:
+        Agent.objects.filter(pk=agent_id).update(desired_state=Desired.STOPPED)
+        flags.write("agent", agent_id, Desired.STOPPED, "")
+        thread.join(timeout=10)
+
+
+def is_running(agent_id: str) -> bool:
+    return Agent.objects.get(pk=agent_id).status == Status.RUNNING
+
+
+def test_missing_flags_fall_back_to_the_database(make_agent, run_loop, redis_client):
+    agent = make_agent("db_truth")
+    outcome = run_loop(agent.agent_id)
+    wait_for(lambda: is_running(agent.agent_id))
+    redis_client.delete(keys.flags("agent", agent.agent_id))
+    # Only the database says stop; the wake-up makes the loop look now.
+    Agent.objects.filter(pk=agent.pk).update(desired_state=Desired.STOPPED)
+    flags.wake("agent", agent.agent_id)
+    outcome["thread"].join(timeout=5)
+    assert outcome["reason"] == "stop requested"
+    assert Agent.objects.get(pk=agent.pk).status == Status.STOPPED
+
+
+def test_a_lease_lost_with_redis_is_taken_again(make_agent, run_loop, redis_client):
+    agent = make_agent("relet")
+    run_loop(agent.agent_id)
+    wait_for(lambda: is_running(agent.agent_id))
+    lease = keys.lease("agent", agent.agent_id)
+    token = redis_client.get(lease)
+    redis_client.delete(lease)  # what a Redis restart does
+    assert wait_for(lambda: redis_client.get(lease) == token, what="the loop to take its lease again")
+    assert is_running(agent.agent_id)
+
+
+def test_a_new_run_waits_for_the_old_lease_and_then_runs(make_agent, run_loop, redis_client):
+    agent = make_agent("waiter")
+    lease = keys.lease("agent", agent.agent_id)
+    redis_client.set(lease, "run-0:old", px=30_000)  # an older incarnation still holds it
+    run_loop(agent.agent_id, "run-1")
+    wait_for(lambda: Agent.objects.get(pk=agent.pk).status == Status.STARTING)
+    assert not is_running(agent.agent_id)
+    redis_client.delete(lease)
+    wait_for(lambda: is_running(agent.agent_id), what="the new run to start once the lease is free")
+    assert redis_client.get(lease).startswith("run-1:")
+
+
+def test_a_config_change_is_picked_up_by_the_running_loop(make_agent, run_loop):
+    agent = make_agent("reloader")
+    run_loop(agent.agent_id)
+    wait_for(lambda: is_running(agent.agent_id))
+    services.update_agent_config(agent.agent_id, {"source": "simulated", "tick_seconds": 0.5, "seed": 9})
+    log_file = settings.LOG_DIR / f"{agent.agent_id}.log"
+    wait_for(lambda: "config reloaded" in log_file.read_text(), what="the loop to reload its config")
