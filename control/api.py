@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
-from ninja import NinjaAPI, Router, Schema
+from ninja import Body, NinjaAPI, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 from ninja.security import APIKeyCookie, HttpBearer
@@ -17,13 +17,28 @@ from ninja.security import APIKeyCookie, HttpBearer
 from agents.models import Agent
 from control import health, presenters, services
 from control.auth import bearer_user, require_control
-from control.errors import NotFound, ServiceError
+from control.errors import Forbidden, NotFound, ServiceError
 
 
 class SessionAuth(APIKeyCookie):
     """A logged-in browser; CSRF is checked on unsafe methods."""
 
     param_name = "sessionid"
+
+    def __call__(self, request: HttpRequest):
+        # Only a logged-in session needs (and gets) the CSRF check: ninja would check it
+        # before looking at the user, refusing every bearer-token or anonymous POST with
+        # 403 before TokenAuth and the 401 were reached.
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        try:
+            return super().__call__(request)
+        except HttpError as exc:
+            raise Forbidden(
+                "The CSRF check failed: send the X-CSRFToken header with the csrftoken cookie's value.",
+                code="csrf_failed",
+            ) from exc
 
     def authenticate(self, request: HttpRequest, key: str | None):
         user = getattr(request, "user", None)
@@ -89,7 +104,7 @@ def _invalid(request, exc: NinjaValidationError):
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
-    return _error(request, exc.status_code, str(exc), "error")
+    return _error(request, exc.status_code, str(exc), "malformed" if exc.status_code == 400 else "error")
 
 
 # --- schemas ---------------------------------------------------------------------
@@ -157,7 +172,7 @@ def system_status(request):
     # Sessions arrive with the trading engine; until then there are none to count.
     body["sessions"] = {"total": 0, "running": 0, "paused": 0, "stopped": 0, "error": 0, "ready": 0}
     body["recent_trades"] = 0
-    body["health"] = {"score": health.health()["score"]}
+    body["health"] = {"score": health.cached_score()}
     return body
 
 
@@ -240,8 +255,11 @@ def agent_metrics(request, agent_id: str):
 
 
 @agents.post("/{agent_id}/config", response={200: AgentOut, 422: ErrorOut, **ERRORS})
-def agent_config(request, agent_id: str, config: dict[str, Any]):
-    """Validate a new config with the agent's kind and store it (422 with the field and reason)."""
+def agent_config(request, agent_id: str, config: Body[dict[str, Any]]):
+    """Validate a new config with the agent's kind and store it (422 with the field and reason).
+
+    The request body is the config object itself, e.g. `{"tick_seconds": 2}`.
+    """
     require_control(request.user)
     services.update_agent_config(agent_id, config, user=request.user)
     return _agent_out(agent_id)

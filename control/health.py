@@ -11,6 +11,7 @@ import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 
 from agents.runtime.redis import get_redis
@@ -104,6 +105,11 @@ def score(checks: dict[str, dict], host: dict[str, float], stale: int) -> int:
     value -= 5 if host.get("memory_percent", 0) > 90 else 0
     value -= 5 if host.get("disk_percent", 0) > 90 else 0
     return max(0, min(100, int(value)))
+
+
+def cached_score(max_age_seconds: float = 5.0) -> int:
+    """The health score, recomputed at most every few seconds (status is polled often)."""
+    return cache.get_or_set("control:health-score", lambda: health()["score"], max_age_seconds)
 
 
 def liveness() -> dict[str, Any]:

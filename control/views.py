@@ -44,9 +44,11 @@ def agent_logs(request: HttpRequest, agent_id: str):
         )
     # The id is looked up in the database first: only a known agent's file can be read.
     agent = Agent.objects.filter(pk=agent_id).only("agent_id").first()
-    path = log_path(agent.agent_id) if agent is not None else None
-    if agent is None or path is None:
+    if agent is None:
         return _json_error(404, f"There is no agent with id {agent_id!r}.", "not_found")
+    path = log_path(agent.agent_id)
+    if path is None:
+        return _json_error(404, f"The log of agent {agent.agent_id} is not readable.", "not_found")
     if not path.is_file():
         return _json_error(404, f"Agent {agent.agent_id} has not written a log yet.", "no_log")
     if request.GET.get("download") == "1":

@@ -23,6 +23,9 @@ from agents.runtime.redis import get_redis
 from agents.states import Desired
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Real password hashing costs ~0.3 s per user; tests need users, not strong hashes.
+settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 RUNTIME_KEY_KINDS = ("lease", "flags", "wake", "hb", "metrics", "stream")
 
 
