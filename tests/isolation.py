@@ -10,10 +10,7 @@ import uuid
 
 _run = uuid.uuid4().hex[:10]
 os.environ.setdefault("REDIS_PREFIX", f"test-{_run}:")
-os.environ.setdefault(
-    "SQLITE_TEST_NAME",
-    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", f"test-{_run}.sqlite3"),
-)
+os.environ.setdefault("TEST_RUN_ID", _run)
 # Short leases and heartbeats so crash-recovery tests take seconds, not minutes.
 os.environ.setdefault("LEASE_EXTRA_SECONDS", "2")
 os.environ.setdefault("HEARTBEAT_DB_SECONDS", "0.5")

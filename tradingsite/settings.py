@@ -81,6 +81,9 @@ LOGOUT_REDIRECT_URL = "login"
 # --- Database ---------------------------------------------------------------
 # SQLite file under var/ by default; DATABASE_URL=postgres://... for PostgreSQL.
 DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+# Each test run names its own test database (tests/isolation.py sets TEST_RUN_ID), so
+# concurrent runs on one machine do not collide.
+_test_run = env.str("TEST_RUN_ID", default="")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["OPTIONS"] = {
         # WAL lets the web process read while a worker writes; the busy timeout makes a
@@ -91,13 +94,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": env.int("SQLITE_TIMEOUT", default=20),
         "transaction_mode": "IMMEDIATE",
     }
-    # Tests need a file (not :memory:) so worker processes see the same database; each
-    # test run names its own (tests/isolation.py) so concurrent runs do not collide.
-    DATABASES["default"]["TEST"] = {
-        "NAME": env.str("SQLITE_TEST_NAME", default=str(VAR_DIR / "test.sqlite3"))
-    }
+    # Tests need a file (not :memory:) so worker processes see the same database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_test_run or 'db'}.sqlite3")}
 else:
     DATABASES["default"].setdefault("CONN_MAX_AGE", 0)
+    if _test_run:
+        DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{_test_run}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: flags, leases, streams, broker, channel layer -------------------
