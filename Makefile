@@ -1,0 +1,55 @@
+# Paper trading control panel. Needs Python >= 3.11 and nothing else: everything else is
+# installed into .venv, and a private Redis is started under var/ when none answers.
+#
+#   make run        set up, migrate, seed the demo, run web + workers + beat (Ctrl-C stops all)
+#   make test       set up, ruff, then the whole pytest suite (ARGS="-k name" to narrow it)
+#
+# Settings come from the environment (see README.md, Configuration).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: help run test test-pg lint venv redis stop-redis clean distclean
+
+help:
+	@echo "make run         set up and run the panel at http://127.0.0.1:$${PORT:-8000}/ (Ctrl-C stops)"
+	@echo "make test        set up, ruff, then the whole test suite (ARGS='-k name' to narrow)"
+	@echo "make test-pg     the test suite again against PostgreSQL (DATABASE_URL, default $(PG_TEST_URL))"
+	@echo "make lint        ruff check ."
+	@echo "make venv        create/update .venv only"
+	@echo "make redis       print a REDIS_URL that answers (starts the private Redis if needed)"
+	@echo "make stop-redis  stop the private Redis under var/redis"
+	@echo "make clean       stop the private Redis, remove var/ (database, logs, secrets)"
+	@echo "make distclean   clean, and remove .venv"
+
+run:
+	@scripts/run.sh
+
+test:
+	@scripts/test.sh $(ARGS)
+
+# The database-touching tests against PostgreSQL: the same suite, no ruff. pytest-django
+# creates (and drops) a test database of its own, so the user needs CREATEDB.
+test-pg:
+	@DATABASE_URL="$${DATABASE_URL:-$(PG_TEST_URL)}" scripts/test.sh --no-lint $(ARGS)
+
+lint: venv
+	@.venv/bin/ruff check .
+
+venv:
+	@scripts/bootstrap.sh
+
+redis:
+	@scripts/ensure_redis.sh
+
+stop-redis:
+	@scripts/ensure_redis.sh --stop
+
+clean:
+	@if [ -f var/redis/redis.pid ]; then scripts/ensure_redis.sh --stop; fi
+	rm -rf var
+
+distclean: clean
+	rm -rf .venv
