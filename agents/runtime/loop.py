@@ -213,6 +213,8 @@ class Loop:
                 self._reload()
             now = time.monotonic()
             if now >= next_step:
+                # How late this tick starts against its schedule: what capacity costs.
+                self._gauges["tick_lag_ms"] = round((now - next_step) * 1000, 3)
                 started = time.perf_counter()
                 counters = self.step()
                 elapsed_ms = (time.perf_counter() - started) * 1000
