@@ -62,6 +62,12 @@ def agent_logs(request: HttpRequest, agent_id: str):
     return JsonResponse({"agent_id": agent.agent_id, "lines": result.lines, "truncated": result.truncated})
 
 
+@login_not_required
+def agent_logs_unknown_path(request: HttpRequest, rest: str) -> JsonResponse:
+    """Anything else under /system/agents/ (e.g. traversal attempts): a JSON 404."""
+    return _json_error(404, "There is no such agent log.", "not_found")
+
+
 def index(request: HttpRequest):
     """The control panel. (The live panel arrives with issue 4; this lists the truth.)"""
     agents = presenters.agent_dicts(presenters.agents_queryset())

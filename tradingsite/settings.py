@@ -176,5 +176,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # Agent loggers write to their own files (agents.runtime.logs), not the console.
-    "loggers": {"agents.agent": {"handlers": [], "propagate": False}},
+    "loggers": {
+        "agents.agent": {"handlers": [], "propagate": False},
+        # Celery logs every task received/succeeded at INFO: the reconciler's every 5 s.
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+    },
 }

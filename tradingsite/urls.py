@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("healthz", views.healthz, name="healthz"),
     path("system/agents/<str:agent_id>/logs", views.agent_logs, name="agent-logs"),
+    path("system/agents/<path:rest>", views.agent_logs_unknown_path),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from agents.kinds import get_kind, validate_config
@@ -16,6 +17,7 @@ from agents.runtime.loop import Loop
 
 # Streams are capped (approximately) so Redis memory stays bounded.
 STREAM_MAXLEN = 10_000
+SUMMARY_EVERY_SECONDS = 10.0
 
 
 class AgentLoop(Loop):
@@ -28,6 +30,8 @@ class AgentLoop(Loop):
         self._log = agent_logger(rid)
         self._publisher = Lease(self.client, keys.lease(self.kind, rid), self.token, 0)
         self._stream = keys.stream(self.kind, rid)
+        self._last_summary = float("-inf")
+        self._steps = 0
 
     def logger(self) -> logging.Logger:
         return self._log
@@ -49,7 +53,15 @@ class AgentLoop(Loop):
         assert self.worker is not None
         result = self.worker.step()
         if result.summary and result.did_work:
-            self._log.debug(result.summary)
+            # Every step at DEBUG; a summary at INFO now and then, so the log a person
+            # tails shows the agent at work without a line per tick.
+            now = time.monotonic()
+            if now - self._last_summary >= SUMMARY_EVERY_SECONDS:
+                self._last_summary = now
+                self._log.info("%s (%d steps so far)", result.summary, self._steps + 1)
+            else:
+                self._log.debug(result.summary)
+        self._steps += 1
         return {"published": result.published, **result.counters}
 
     def teardown(self) -> None:

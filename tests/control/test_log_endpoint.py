@@ -204,6 +204,7 @@ def test_path_traversal_is_404_and_never_serves_the_outside_file(
         make_agent(existing_agent_id)  # created without validation, as a bad import could
     response = viewer_client.get(url + query)
     assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"  # a sentence, not a debug page
     content = b"".join(response.streaming_content) if response.streaming else response.content
     assert SECRET.encode() not in content
     assert b"root:" not in content
