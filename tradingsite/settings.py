@@ -36,6 +36,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "channels",
+    # Listed so its Swagger UI is served from our static files, not a CDN.
+    "ninja",
     "django_htmx",
     "template_partials",
     "agents",
@@ -45,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # daphne serves no static files; WhiteNoise does, in development and production.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -161,6 +165,9 @@ START_GRACE_SECONDS = env.float("START_GRACE_SECONDS", default=60.0)
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+# Serve straight from the apps' and project's static folders, so `make run` needs no
+# collectstatic; a deployment may run collectstatic and turn this off.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
 
 # --- I18N -------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
