@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agents.runtime.bus import InputMessage
+
 
 class KindConfig(BaseModel):
     """Base of every kind's config schema. Unknown keys are refused, not ignored."""
@@ -44,6 +46,10 @@ class StepContext:
     # Read this agent's own newest message (to resume after a restart), or None.
     last_published: Callable[[], dict[str, Any] | None]
     log: logging.Logger
+    # New messages from the agents this one consumes (`inputs_from`), oldest first.
+    read_inputs: Callable[[], list[InputMessage]] = lambda: []
+    # The agent ids this agent consumes.
+    inputs: list[str] = field(default_factory=list)
 
 
 class AgentKind:

@@ -11,6 +11,7 @@ from agents.kinds import get_kind, validate_config
 from agents.kinds.base import AgentKind, StepContext
 from agents.models import Agent
 from agents.runtime import keys
+from agents.runtime.bus import InputMessage, InputReader, edge_counts
 from agents.runtime.lease import Lease
 from agents.runtime.logs import agent_logger, flush_log_entries
 from agents.runtime.loop import Loop
@@ -31,6 +32,8 @@ class AgentLoop(Loop):
         self._publisher = Lease(self.client, keys.lease(self.kind, rid), self.token, 0)
         self._stream = keys.stream(self.kind, rid)
         self._last_summary = float("-inf")
+        self._reader: InputReader | None = None
+        self._edge_counts: dict[str, int] = {}
         self._steps = 0
 
     def logger(self) -> logging.Logger:
@@ -40,12 +43,16 @@ class AgentLoop(Loop):
         kind = get_kind(row.kind)
         config = validate_config(row.kind, row.config)
         self.tick_seconds = config.tick_seconds
+        inputs = sorted(row.inputs_from.values_list("agent_id", flat=True))
+        self._reader = InputReader(self.client, row.agent_id, inputs)
         ctx = StepContext(
             agent_id=row.agent_id,
             symbols=list(row.symbols or []),
             publish=self._publish,
             last_published=self._last_published,
             log=self._log,
+            read_inputs=self._read_inputs,
+            inputs=inputs,
         )
         self.worker = kind(ctx, config)
 
@@ -62,7 +69,15 @@ class AgentLoop(Loop):
             else:
                 self._log.debug(result.summary)
         self._steps += 1
-        return {"published": result.published, **result.counters}
+        counters = {"published": result.published, **result.counters, **self._edge_counts}
+        self._edge_counts = {}
+        return counters
+
+    def _read_inputs(self) -> list[InputMessage]:
+        messages = self._reader.read() if self._reader is not None else []
+        for name, n in edge_counts(messages).items():
+            self._edge_counts[name] = self._edge_counts.get(name, 0) + n
+        return messages
 
     def teardown(self) -> None:
         if self.worker is not None:

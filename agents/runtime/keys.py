@@ -40,6 +40,11 @@ def stream(kind: str, rid: str) -> str:
     return _k("stream", kind, rid)
 
 
+def cursor(kind: str, rid: str) -> str:
+    """Hash of a consumer's position in each input stream: producer -> last entry id."""
+    return _k("cursor", kind, rid)
+
+
 def worker(hostname: str) -> str:
     """A live worker's heartbeat (with a TTL)."""
     return _k("worker", hostname)
