@@ -176,28 +176,26 @@ def system_status(request):
     return body
 
 
-@system.post("/start", response={200: BulkOut, **ERRORS})
-def system_start(request):
-    """Start every enabled agent (upstream first). 409 if everything already runs."""
-    require_control(request.user)
-    result = services.start_system(user=request.user)
+def _bulk_out(result: services.BulkResult) -> dict[str, Any]:
     return {
         "status": presenters.system_status()["status"],
         "changed": result.changed,
         "skipped": result.skipped,
     }
+
+
+@system.post("/start", response={200: BulkOut, **ERRORS})
+def system_start(request):
+    """Start every enabled agent (upstream first). 409 if everything already runs."""
+    require_control(request.user)
+    return _bulk_out(services.start_system(user=request.user))
 
 
 @system.post("/stop", response={200: BulkOut, **ERRORS})
 def system_stop(request):
     """Stop every running agent gracefully (downstream first). 409 if nothing runs."""
     require_control(request.user)
-    result = services.stop_system(user=request.user)
-    return {
-        "status": presenters.system_status()["status"],
-        "changed": result.changed,
-        "skipped": result.skipped,
-    }
+    return _bulk_out(services.stop_system(user=request.user))
 
 
 @system.get("/health", response={200: dict[str, Any], **ERRORS})

@@ -68,6 +68,28 @@ class Superseded(Exception):
     """The database names another run_id (or the row is gone)."""
 
 
+STOPPED_WHILE_WAITING = "stopped while waiting for the lease"
+
+
+class RedisOutage:
+    """Backoff while Redis is unreachable, logging the outage once, not every retry."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self.delay = 0.0
+
+    def failed(self, exc: Exception) -> float:
+        if self.delay == 0.0:
+            self.log.warning("Redis unreachable (%s); retrying", exc)
+        self.delay = min(2.0, max(0.1, self.delay * 2))
+        return self.delay
+
+    def recovered(self) -> None:
+        if self.delay:
+            self.log.warning("Redis reachable again; continuing")
+            self.delay = 0.0
+
+
 class Loop:
     kind: ClassVar[str]
     model: ClassVar[type[models.Model]]
@@ -136,6 +158,8 @@ class Loop:
         try:
             self._take_lease(lease)
         except Superseded as exc:
+            if str(exc) == STOPPED_WHILE_WAITING:
+                self._set_status(Status.STOPPED)
             return f"not started: {exc}"
         except TimeoutError as exc:
             self._set_status(Status.ERROR, str(exc))
@@ -188,46 +212,64 @@ class Loop:
             if shutdown.is_set():
                 raise Superseded("worker shutting down")
             control = self._control_from_db()
-            if control.run_id != self.run_id or control.desired == Desired.STOPPED:
+            if control.run_id != self.run_id:
                 raise Superseded(f"run {control.run_id[:8]} is current")
+            if control.desired == Desired.STOPPED:
+                raise Superseded(STOPPED_WHILE_WAITING)
             self.blocking.blpop([keys.wake(self.kind, self.rid)], timeout=0.5)
 
     def _iterate(self, lease: Lease) -> str:
         next_step = time.monotonic()
-        wake_key = keys.wake(self.kind, self.rid)
+        outage = RedisOutage(self.logger())
         while True:
             close_old_connections()
-            control = self._tick(lease)
-            if control.run_id != self.run_id:
-                raise Fenced(f"run {control.run_id[:8]} is now current")
-            if shutdown.is_set():
-                return "worker shutting down"
-            if control.desired == Desired.STOPPED:
-                return "stop requested"
-            paused = control.desired == Desired.PAUSED
-            if paused != self.paused:
-                self.paused = paused
-                self._set_status(Status.PAUSED if paused else Status.RUNNING)
-                self.on_paused_changed(paused)
-            if control.config_rev and control.config_rev != self._config_rev:
-                self._reload()
-            now = time.monotonic()
-            if now >= next_step:
-                # How late this tick starts against its schedule: what capacity costs.
-                self._gauges["tick_lag_ms"] = round((now - next_step) * 1000, 3)
-                started = time.perf_counter()
-                counters = self.step()
-                elapsed_ms = (time.perf_counter() - started) * 1000
-                self._count({"steps": 1, **counters})
-                self._gauges["last_step_ms"] = round(elapsed_ms, 3)
-                self._gauges["last_active"] = time.time()
-                # Do not burst to catch up after a slow step: the next tick is a full
-                # tick after the late one.
-                next_step = max(next_step + self.tick_seconds, now)
-            self._maybe_write_heartbeat()
-            wait = next_step - time.monotonic()
-            if wait > 0:
-                self.blocking.blpop([wake_key], timeout=wait)
+            try:
+                next_step, reason = self._one_iteration(lease, next_step)
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                # Redis is down or restarting: keep the loop (and its place) and retry;
+                # when Redis is back the lease is re-taken (see _tick). The database
+                # still says what is wanted, and nobody can change it without Redis.
+                if shutdown.wait(outage.failed(exc)):
+                    return "worker shutting down"
+                continue
+            outage.recovered()
+            if reason:
+                return reason
+
+    def _one_iteration(self, lease: Lease, next_step: float) -> tuple[float, str]:
+        """Check state, step if the tick is due, wait; returns (next_step, exit reason or "")."""
+        control = self._tick(lease)
+        if control.run_id != self.run_id:
+            raise Fenced(f"run {control.run_id[:8]} is now current")
+        if shutdown.is_set():
+            return next_step, "worker shutting down"
+        if control.desired == Desired.STOPPED:
+            return next_step, "stop requested"
+        paused = control.desired == Desired.PAUSED
+        if paused != self.paused:
+            self.paused = paused
+            self._set_status(Status.PAUSED if paused else Status.RUNNING)
+            self.on_paused_changed(paused)
+        if control.config_rev and control.config_rev != self._config_rev:
+            self._reload()
+        now = time.monotonic()
+        if now >= next_step:
+            # How late this tick starts against its schedule: what capacity costs.
+            self._gauges["tick_lag_ms"] = round((now - next_step) * 1000, 3)
+            started = time.perf_counter()
+            counters = self.step()
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self._count({"steps": 1, **counters})
+            self._gauges["last_step_ms"] = round(elapsed_ms, 3)
+            self._gauges["last_active"] = time.time()
+            # Do not burst to catch up after a slow step: the next tick is a full
+            # tick after the late one.
+            next_step = max(next_step + self.tick_seconds, now)
+        self._maybe_write_heartbeat()
+        wait = next_step - time.monotonic()
+        if wait > 0:
+            self.blocking.blpop([keys.wake(self.kind, self.rid)], timeout=wait)
+        return next_step, ""
 
     def _tick(self, lease: Lease) -> Control:
         incr, self._pending_incr = self._pending_incr, {}
