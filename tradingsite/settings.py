@@ -165,6 +165,8 @@ START_GRACE_SECONDS = env.float("START_GRACE_SECONDS", default=60.0)
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+# WhiteNoise warns on every request-handler start when STATIC_ROOT is missing.
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Serve straight from the apps' and project's static folders, so `make run` needs no
 # collectstatic; a deployment may run collectstatic and turn this off.
 WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=True)
