@@ -7,4 +7,4 @@ class AgentsConfig(AppConfig):
 
     def ready(self) -> None:
         # Import the built-in kinds so they register themselves.
-        from agents.kinds import decision, market_data, technical  # noqa: F401
+        from agents.kinds import decision, market_data, sentiment, technical  # noqa: F401

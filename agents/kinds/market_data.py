@@ -4,6 +4,10 @@ Two sources: a seeded simulator (regime-switching GBM with jumps, see simulated_
 or the replay of a CSV file under settings.MARKET_DATA_DIR (see csv_replay). Every
 message says where it came from in `source`, and simulated data always says
 "simulated", so nothing downstream can present it as real prices.
+
+The simulated source also writes news (see headlines): a headline for each price jump,
+plus occasional noise headlines between jumps, published as `type: "news"` messages
+labelled `source: "simulated"` for the sentiment kind to score offline.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from pydantic import Field, PositiveFloat, ValidationInfo, field_validator
 from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult
 from agents.kinds.csv_replay import BadRow, CsvReplay, parse_timestamp, resolve_csv_path
+from agents.kinds.headlines import Headline, NewsDesk
 from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
 
 SUMMARY_SYMBOLS = 5
@@ -68,6 +73,17 @@ class MarketData(AgentKind):
             description="Simulated market time per step (60 = each step is a one-minute bar), "
             "independent of tick_seconds, the wall-clock time between steps.",
         )
+        news_on_jumps: bool = Field(
+            True, description="Publish a simulated news headline with each simulated price jump."
+        )
+        # 0.02 at the default tick of 1 s is ~1.2 noise headlines a minute per symbol (plus
+        # ~0.12 from jumps), so the sentiment kind has text to read within a minute or so.
+        news_probability: float = Field(
+            0.02,
+            ge=0,
+            le=1,
+            description="Chance per step per symbol of a simulated headline between jumps (0 = none).",
+        )
         # --- csv ---
         csv_path: str | None = Field(
             None,
@@ -92,6 +108,7 @@ class MarketData(AgentKind):
     def __init__(self, ctx: StepContext, config: KindConfig) -> None:
         super().__init__(ctx, config)
         self._paths: dict[str, SymbolPath] | None = None
+        self._news: dict[str, NewsDesk] = {}
         self._replay: CsvReplay | None = None
 
     def step(self) -> StepResult:
@@ -127,13 +144,14 @@ class MarketData(AgentKind):
                 price, high = float(close), last.get("regime") == "high"
                 self.ctx.log.info("resuming %s from last close %s", symbol, close)
             paths[symbol] = SymbolPath(symbol, price, seed, params, high=high)
+            self._news[symbol] = NewsDesk(symbol, seed)
         return paths
 
     def _step_simulated(self) -> StepResult:
         if self._paths is None:
             self._paths = self._start_simulated()
         ts = datetime.now(UTC).isoformat()
-        messages = []
+        messages, news = [], []
         for symbol, path in self._paths.items():
             bar = path.next_bar()
             messages.append(
@@ -146,7 +164,36 @@ class MarketData(AgentKind):
                     "source": "simulated",
                 }
             )
-        return self._publish(messages, {})
+            headline = self._headline(symbol, path, bar["jump"])
+            if headline is not None:
+                news.append(
+                    {
+                        "type": "news",
+                        "ts": ts,
+                        "symbol": symbol,
+                        "headline": headline.text,
+                        "source": "simulated",
+                        "direction": headline.direction,
+                        "jump": headline.jump,
+                    }
+                )
+        # News goes out before the bars so this agent's newest message stays a bar,
+        # which is what a restart resumes its prices from (see _start_simulated).
+        for msg in news:
+            self.ctx.publish(msg)
+        result = self._publish(messages, {"news": len(news)} if news else {})
+        result.published += len(news)
+        return result
+
+    def _headline(self, symbol: str, path: SymbolPath, jump: bool) -> Headline | None:
+        """The jump's headline if it jumped (and news_on_jumps), else maybe a noise one."""
+        desk = self._news[symbol]
+        # At most one headline per symbol per step: a jump's replaces the noise one, whose
+        # chance is still drawn so the news stream does not depend on the price path.
+        noise = desk.noise_headline(self.config.news_probability)
+        if jump and self.config.news_on_jumps:
+            return desk.jump_headline(path.last_jump)
+        return noise
 
     # --- csv ---
 

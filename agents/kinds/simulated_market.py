@@ -68,6 +68,8 @@ class SymbolPath:
         self.price = max(price, MIN_PRICE)
         self.high = high
         self.params = params
+        # The log size of the last bar's jump (0.0 without one), for simulated news.
+        self.last_jump = 0.0
         # A string seed is hashed with SHA-512 by `random`, so it is stable across runs.
         self.rng = random.Random(f"{seed}:{symbol}")
 
@@ -82,13 +84,15 @@ class SymbolPath:
         diffusion = sigma * math.sqrt(dt)
         jump = rng.random() < p.jump_probability
         jump_at = rng.randrange(SUBSTEPS) if jump else -1
+        self.last_jump = 0.0
 
         log_open = math.log(self.price)
         log_price = high = low = log_open
         for i in range(SUBSTEPS):
             log_price += drift_term + diffusion * rng.gauss(0.0, 1.0)
             if i == jump_at:
-                log_price += rng.gauss(0.0, p.jump_std)
+                self.last_jump = rng.gauss(0.0, p.jump_std)
+                log_price += self.last_jump
             high, low = max(high, log_price), min(low, log_price)
 
         opened, closed = self.price, max(math.exp(log_price), MIN_PRICE)

@@ -42,11 +42,17 @@ def make(config: dict[str, Any], **ctx_args: Any) -> tuple[MarketData, FakeConte
     return MarketData(ctx, validate_config("market_data", config)), ctx
 
 
-def run(config: dict[str, Any], steps: int, **ctx_args: Any) -> list[dict[str, Any]]:
+def run_all(config: dict[str, Any], steps: int, **ctx_args: Any) -> list[dict[str, Any]]:
+    """Everything published in `steps` steps: bars and (simulated source) news."""
     kind, ctx = make(config, **ctx_args)
     for _ in range(steps):
         kind.step()
     return ctx.published
+
+
+def run(config: dict[str, Any], steps: int, **ctx_args: Any) -> list[dict[str, Any]]:
+    """The bars published in `steps` steps."""
+    return [m for m in run_all(config, steps, **ctx_args) if m["type"] == "bar"]
 
 
 def closes(messages: list[dict[str, Any]]) -> list[tuple[str, float]]:
@@ -300,3 +306,86 @@ def test_csv_replay_ignores_a_last_message_from_another_source(csv_dir: Path) ->
     write_csv(csv_dir, "btc.csv", ONE_INSTRUMENT)
     last = {"symbol": "BTC-USD", "ts": "2030-01-01T00:00:00+00:00", "source": "simulated", "close": 5.0}
     assert len(run({"source": "csv", "csv_path": "btc.csv"}, 3, last=last)) == 3
+
+
+# --- simulated news ---
+
+JUMPY = {"seed": 4, "jump_probability": 1, "news_probability": 0}
+
+
+def news(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [m for m in messages if m["type"] == "news"]
+
+
+def test_every_simulated_jump_comes_with_a_simulated_headline_in_the_same_step() -> None:
+    kind, ctx = make(JUMPY)
+    result = kind.step()
+    assert result.counters == {"bars": 2, "news": 2} and result.published == 4
+    items, bars = news(ctx.published), [m for m in ctx.published if m["type"] == "bar"]
+    assert [m["symbol"] for m in items] == SYMBOLS and all(b["jump"] for b in bars)
+    for item in items:
+        assert set(item) == {"type", "ts", "symbol", "headline", "source", "direction", "jump"}
+        assert item["source"] == "simulated" and item["jump"] is True
+        assert item["direction"] in ("up", "down") and item["ts"] == bars[0]["ts"]
+    assert "Bitcoin" in items[0]["headline"] and "Ether" in items[1]["headline"]
+
+
+def test_a_headline_follows_the_direction_of_its_jump() -> None:
+    calm_but_jumpy = {**JUMPY, "annual_volatility": 0.01, "jump_std": 0.2}
+    messages = run_all(calm_but_jumpy, 40, symbols=["SOL-USD"])
+    bars = [m for m in messages if m["type"] == "bar"]
+    directions = [m["direction"] for m in news(messages)]
+    assert directions == ["up" if b["close"] > b["open"] else "down" for b in bars]
+    assert set(directions) == {"up", "down"}
+    assert all(m["headline"].count("SOL") == 1 for m in news(messages))
+
+
+def test_news_is_published_before_the_bars_so_a_restart_still_resumes_from_a_bar() -> None:
+    kind, ctx = make(JUMPY)
+    kind.step()
+    assert ctx.published[-1]["type"] == "bar"
+    assert [m["type"] for m in ctx.published] == ["news", "news", "bar", "bar"]
+
+
+def test_simulated_news_is_reproducible_with_the_seed() -> None:
+    headlines = [m["headline"] for m in news(run_all({**JUMPY, "news_probability": 0.3}, 30))]
+    assert headlines == [m["headline"] for m in news(run_all({**JUMPY, "news_probability": 0.3}, 30))]
+    assert len(set(headlines)) > 5
+
+
+def test_news_does_not_change_the_price_path() -> None:
+    quiet = {"seed": 9, "news_on_jumps": False, "news_probability": 0}
+    chatty = {"seed": 9, "news_probability": 0.5}
+    assert closes(run(quiet, 100)) == closes(run(chatty, 100))
+
+
+def test_no_news_when_both_kinds_of_news_are_off() -> None:
+    messages = run_all({**JUMPY, "news_on_jumps": False}, 20)
+    assert news(messages) == [] and len(messages) == 40
+
+
+def test_noise_headlines_come_between_jumps_labelled_simulated() -> None:
+    kind, ctx = make({"seed": 2, "jump_probability": 0, "news_probability": 1})
+    for _ in range(30):
+        assert kind.step().counters["news"] == 2
+    items = news(ctx.published)
+    assert {m["direction"] for m in items} == {"up", "down", "neutral"}
+    assert all(m["jump"] is False and m["source"] == "simulated" for m in items)
+
+
+def test_with_defaults_a_newcomer_sees_about_a_headline_a_minute_per_symbol() -> None:
+    config = validate_config("market_data", {})
+    per_minute = 60 / config.tick_seconds * (config.news_probability + config.jump_probability)
+    assert per_minute >= 1
+    items = news(run_all({"seed": 11}, 3000))  # 50 minutes at the default tick
+    for symbol in SYMBOLS:
+        assert len([m for m in items if m["symbol"] == symbol]) >= 40
+
+
+def test_csv_replay_publishes_no_news(csv_dir: Path) -> None:
+    write_csv(csv_dir, "btc.csv", ONE_INSTRUMENT)
+    assert news(run_all({"source": "csv", "csv_path": "btc.csv", "news_probability": 1}, 3)) == []
+
+
+def test_a_news_probability_outside_0_to_1_is_refused() -> None:
+    assert "news_probability" in refusal({"news_probability": 1.5})
