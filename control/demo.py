@@ -1,4 +1,7 @@
-"""The demo graph `seed_demo` builds. Grows with each agent kind that exists."""
+"""The demo graph `seed_demo` builds: market data -> technical + sentiment -> decision.
+
+Execution and the two demo sessions join when the paper trading engine lands.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +26,36 @@ DEMO_AGENTS = [
         "config": {"source": "simulated", "tick_seconds": 1.0},
         "inputs_from": [],
         "position": (0, 0),
+    },
+    {
+        "agent_id": "technical_sim",
+        "name": "Technical analysis (BTC, ETH)",
+        "kind": "technical",
+        "role": Role.SPECIALIZED_TECHNICAL,
+        "symbols": ["BTC-USD", "ETH-USD"],
+        "config": {"tick_seconds": 1.0},
+        "inputs_from": ["market_data_sim"],
+        "position": (1, 0),
+    },
+    {
+        "agent_id": "sentiment_news",
+        "name": "News sentiment (simulated news)",
+        "kind": "sentiment",
+        "role": Role.SPECIALIZED_SENTIMENT,
+        "symbols": ["BTC-USD", "ETH-USD"],
+        "config": {"sources": ["simulated_news"], "tick_seconds": 1.0},
+        "inputs_from": ["market_data_sim"],
+        "position": (1, 1),
+    },
+    {
+        "agent_id": "decision_main",
+        "name": "Decision (technical + sentiment)",
+        "kind": "decision",
+        "role": Role.DECISION,
+        "symbols": ["BTC-USD", "ETH-USD"],
+        "config": {"tick_seconds": 1.0, "weights": {"technical_sim": 1.0, "sentiment_news": 0.5}},
+        "inputs_from": ["technical_sim", "sentiment_news"],
+        "position": (2, 0),
     },
 ]
 
