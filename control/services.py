@@ -19,8 +19,9 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from agents.graph import upstream_first
 from agents.kinds import ConfigError, UnknownKind, validate_config
-from agents.models import ROLE_ORDER, Agent, LogEntry
+from agents.models import Agent, LogEntry
 from agents.runtime import flags, keys
 from agents.runtime.redis import get_redis
 from agents.states import LIVE_STATUSES, Desired, Status
@@ -194,31 +195,11 @@ def reset_agent_metrics(agent_id: str, *, user=None) -> Agent:
 # --- the system --------------------------------------------------------------------
 
 
-def agents_upstream_first(queryset=None) -> list[Agent]:
-    """Agents ordered so producers come before their consumers (roles, then edges)."""
-    agents = list((queryset if queryset is not None else Agent.objects.all()).prefetch_related("inputs_from"))
-    rank = {role: i for i, role in enumerate(ROLE_ORDER)}
-    by_id = {a.agent_id: a for a in agents}
-    depth: dict[str, int] = {}
-
-    def depth_of(a: Agent, seen: frozenset[str] = frozenset()) -> int:
-        if a.agent_id in depth:
-            return depth[a.agent_id]
-        parents = [
-            by_id[p.agent_id] for p in a.inputs_from.all() if p.agent_id in by_id and p.agent_id not in seen
-        ]
-        d = 1 + max((depth_of(p, seen | {a.agent_id}) for p in parents), default=-1)
-        depth[a.agent_id] = d
-        return d
-
-    return sorted(agents, key=lambda a: (depth_of(a), rank.get(a.role, 99), a.agent_id))
-
-
 def start_system(*, user=None) -> BulkResult:
     """Start every enabled agent that is not running, upstream first."""
     require_redis()
     result = BulkResult()
-    for agent in agents_upstream_first(Agent.objects.filter(enabled=True)):
+    for agent in upstream_first(Agent.objects.filter(enabled=True)):
         try:
             start_agent(agent.agent_id, user=user)
             result.changed.append(agent.agent_id)
@@ -236,7 +217,7 @@ def stop_system(*, user=None) -> BulkResult:
     """Stop every agent that runs (downstream first, so consumers stop before producers)."""
     require_redis()
     result = BulkResult()
-    for agent in reversed(agents_upstream_first()):
+    for agent in reversed(upstream_first(Agent.objects.all())):
         try:
             stop_agent(agent.agent_id, user=user)
             result.changed.append(agent.agent_id)

@@ -7,6 +7,7 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
+from agents.graph import upstream_first
 from agents.models import Agent
 from agents.runtime.logs import log_path, tail
 from control import health, presenters
@@ -70,7 +71,7 @@ def agent_logs_unknown_path(request: HttpRequest, rest: str) -> JsonResponse:
 
 def index(request: HttpRequest):
     """The control panel. (The live panel arrives with issue 4; this lists the truth.)"""
-    agents = presenters.agent_dicts(presenters.agents_queryset())
+    agents = presenters.agent_dicts(upstream_first(presenters.agents_queryset()))
     return render(
         request,
         "control/index.html",
