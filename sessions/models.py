@@ -1,1 +1,265 @@
-"""Paper trading sessions arrive with the trading engine (issue 3)."""
+"""Paper trading sessions and their ledger: orders, fills, positions, the equity curve.
+
+Money, quantities and prices are Decimals at the precision sessions.money defines. Cash,
+positions and order statuses change only through sessions.broker (one transaction per
+fill, conditional updates); the loop writes the observed state fields; control.services
+writes desired_state. Nothing here is read, modified and save()d by two writers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_slug
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from agents.states import Desired, Status
+from sessions import money
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def qty_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=money.MAX_DIGITS, decimal_places=money.QTY_PLACES, **kwargs)
+
+
+def price_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=money.MAX_DIGITS, decimal_places=money.PRICE_PLACES, **kwargs)
+
+
+def money_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=money.MAX_DIGITS, decimal_places=money.MONEY_PLACES, **kwargs)
+
+
+def bps_field(default: str, **kwargs) -> models.DecimalField:
+    # Under 10,000 bps (100%): a sell slipped by 100% would fill at a price of zero.
+    return models.DecimalField(
+        max_digits=8,
+        decimal_places=money.BPS_PLACES,
+        default=Decimal(default),
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal("9999"))],
+        **kwargs,
+    )
+
+
+class TradingSession(models.Model):
+    """A simulated account following one decision agent for some symbols."""
+
+    session_id = models.CharField(primary_key=True, max_length=64, validators=[validate_slug])
+    name = models.CharField(max_length=120)
+    symbols = models.JSONField(default=list, blank=True)
+    decision_agent = models.ForeignKey(
+        "agents.Agent",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="trading_sessions",
+    )
+    starting_cash = money_field(
+        validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(money.MAX_STARTING_CASH)]
+    )
+    # Set to starting_cash on creation; afterwards only sessions.broker moves it.
+    cash = money_field()
+
+    desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.STOPPED)
+    # "ready": created, never started (agents start out "stopped").
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    # The current incarnation of the session loop; a loop with another run_id may not write.
+    run_id = models.CharField(max_length=36, blank=True, default="")
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+    started_at = models.DateTimeField(null=True, blank=True)
+    paused_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    # Risk rules the session loop applies when it turns directives into orders.
+    max_position_weight = models.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        default=Decimal("0.5"),
+        validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))],
+        help_text="Largest share of equity one symbol may take (0..1).",
+    )
+    max_orders_per_minute = models.PositiveIntegerField(default=6)
+    flatten_on_stop = models.BooleanField(
+        default=False, help_text="Sell every position when the session stops."
+    )
+    # The paper broker's fill model.
+    fee_bps = bps_field("10", help_text="Fee in basis points of the notional, charged on every fill.")
+    slippage_bps = bps_field("5", help_text="Price moved against the trader on every fill, in bps.")
+    slippage_size_scaled = models.BooleanField(
+        default=False, help_text="Orders larger than the reference notional slip proportionally more."
+    )
+    slippage_size_reference = money_field(
+        default=Decimal("10000"),
+        validators=[MinValueValidator(Decimal("0.01"))],
+        help_text="Notional up to which an order slips slippage_bps when slippage is size-scaled.",
+    )
+
+    # Snapshot of sessions.metrics.session_metrics, written by the loop.
+    metrics = models.JSONField(default=dict, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["session_id"]
+        constraints = [
+            # The broker refuses such fills first; the database is the last guard.
+            models.CheckConstraint(condition=Q(cash__gte=0), name="session_cash_not_negative"),
+            models.CheckConstraint(condition=Q(starting_cash__gt=0), name="session_starting_cash_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.session_id})"
+
+    def save(self, *args, **kwargs) -> None:
+        # Creation only: later changes to cash go through the broker's conditional updates.
+        if self._state.adding and self.cash is None:
+            self.cash = self.starting_cash
+        super().save(*args, **kwargs)
+
+
+class Side(models.TextChoices):
+    BUY = "buy", "Buy"
+    SELL = "sell", "Sell"
+
+
+class OrderType(models.TextChoices):
+    MARKET = "market", "Market"
+    LIMIT = "limit", "Limit"
+
+
+class OrderStatus(models.TextChoices):
+    NEW = "new", "New"
+    SENT = "sent", "Sent"  # handed to the execution agent
+    FILLED = "filled", "Filled"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+# Orders the broker may still fill, reject or cancel; every other status is final.
+OPEN_STATUSES = (OrderStatus.NEW, OrderStatus.SENT)
+
+
+class Order(models.Model):
+    order_id = models.CharField(primary_key=True, max_length=64, default=new_id, editable=False)
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="orders")
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    order_type = models.CharField(max_length=8, choices=OrderType.choices, default=OrderType.MARKET)
+    quantity = qty_field()
+    limit_price = price_field(null=True, blank=True)
+    # A flatten order (sell only): it may fill while the session is stopping.
+    reduce_only = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=OrderStatus.choices, default=OrderStatus.NEW)
+    reason = models.TextField(blank=True, default="")  # why it was rejected or cancelled
+    # The decision directive this order came from (stream message id or similar).
+    directive_ref = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+    filled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["session", "status"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="order_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(order_type=OrderType.MARKET) | Q(limit_price__gt=0),
+                name="order_limit_has_price",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.quantity} {self.symbol} ({self.order_type}, {self.status})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+class Fill(models.Model):
+    """One execution of one order. The one-to-one key makes the database itself refuse a
+    second fill of an order, whatever the code above it does."""
+
+    fill_id = models.CharField(primary_key=True, max_length=64, default=new_id, editable=False)
+    order = models.OneToOneField(Order, on_delete=models.CASCADE, related_name="fill")
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="fills")
+    symbol = models.CharField(max_length=32)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    quantity = qty_field()
+    mark_price = price_field()  # the market price the fill was made against
+    price = price_field()  # what the trader got, slippage included
+    notional = money_field()  # quantity x price, rounded against the trader; excludes the fee
+    fee = money_field()
+    slippage = money_field()  # what the slippage cost: quantity x |price - mark|
+    realized_pnl = money_field(null=True, blank=True)  # sells only, net of buy and sell fees
+    ts = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-ts", "-fill_id"]
+        indexes = [models.Index(fields=["session", "ts"])]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gt=0), name="fill_quantity_positive"),
+            models.CheckConstraint(condition=Q(fee__gte=0), name="fill_fee_not_negative"),
+            models.CheckConstraint(condition=Q(slippage__gte=0), name="fill_slippage_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.side} {self.quantity} {self.symbol} @ {self.price}"
+
+    @property
+    def cash_delta(self) -> Decimal:
+        """What this fill did to cash (negative for buys)."""
+        if self.side == Side.BUY:
+            return -(self.notional + self.fee)
+        return self.notional - self.fee
+
+
+class Position(models.Model):
+    """A long position in one symbol. `cost_basis` is the ledger's truth (money paid for
+    the open quantity, fees included); `avg_cost` is cost_basis / quantity for display."""
+
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="positions")
+    symbol = models.CharField(max_length=32)
+    quantity = qty_field(default=Decimal(0))
+    cost_basis = money_field(default=Decimal(0))
+    avg_cost = price_field(default=Decimal(0))
+    realized_pnl = money_field(default=Decimal(0))
+    # The latest mark seen (at a fill or a mark to market): values the position when the
+    # caller has no fresh price for it.
+    last_mark = price_field(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["session_id", "symbol"]
+        constraints = [
+            models.UniqueConstraint(fields=["session", "symbol"], name="position_one_per_symbol"),
+            # Long-only: the broker rejects a sell larger than the position.
+            models.CheckConstraint(condition=Q(quantity__gte=0), name="position_long_only"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} {self.symbol}"
+
+
+class EquityPoint(models.Model):
+    session = models.ForeignKey(TradingSession, on_delete=models.CASCADE, related_name="equity_points")
+    ts = models.DateTimeField(default=timezone.now)
+    equity = money_field()
+    cash = money_field()
+
+    class Meta:
+        ordering = ["ts", "id"]
+        indexes = [models.Index(fields=["session", "ts"])]
+
+    def __str__(self) -> str:
+        return f"{self.ts:%Y-%m-%d %H:%M:%S} {self.equity}"
