@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import calendar
 import html
-import io
 import re
 import time
 import urllib.error
@@ -23,15 +22,14 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
-import feedparser
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult
+from agents.kinds.feeds import FeedConfig, FeedState, describe, fetch, normalize_symbol
 
 # VADER's stock lexicon is tuned to social media and misses market verbs ("surges"
 # scores 0, "rally" is unknown); these valences, on VADER's -4..+4 scale, make price
@@ -72,18 +70,9 @@ DEFAULT_KEYWORDS: dict[str, list[str]] = {
 TREND_DEAD_BAND = 0.02
 # Dedupe memory: entry keys remembered across polls (oldest forgotten first).
 SEEN_LIMIT = 5000
-# A feed download must not hold the step past the loop's lease (2 ticks + LEASE_EXTRA_SECONDS,
-# 12 s by default): one network feed per step, each socket wait and the whole read bounded.
-FETCH_TIMEOUT_SECONDS = 3.0
-FETCH_DEADLINE_SECONDS = 5.0
-MAX_FEED_BYTES = 5_000_000
 MAX_HEADLINE_CHARS = 300
 MAX_SUMMARY_CHARS = 1000
 SUMMARY_SYMBOLS = 5
-USER_AGENT = "tradingsite-sentiment/1.0 (+paper trading)"
-# feedparser flags a feed "bozo" for a missing or contradicted Content-Type/charset too;
-# when the XML itself parsed, those feeds work, so they are not counted as errors.
-SOFT_FEED_PROBLEMS = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
 _TAG = re.compile(r"<[^>]+>")
 
@@ -117,43 +106,6 @@ def label_of(average: float, bullish: float, bearish: float) -> str:
     return "neutral"
 
 
-def _symbol(value: str) -> str:
-    return value.strip().upper()
-
-
-class FeedConfig(BaseModel):
-    """One RSS/Atom feed and the symbols its headlines concern."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    url: str = Field(..., description="http(s) URL, file:// URL or local file path of an RSS/Atom feed.")
-    symbols: list[str] = Field(
-        default_factory=list,
-        description="Symbols every headline of this feed concerns; empty matches each headline by keywords.",
-    )
-
-    @field_validator("url")
-    @classmethod
-    def _check_url(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("required")
-        scheme = urllib.parse.urlsplit(value).scheme.lower()
-        if scheme in ("http", "https"):
-            if not urllib.parse.urlsplit(value).netloc:
-                raise ValueError("URL has no host")
-        elif scheme not in ("", "file") and not re.fullmatch(r"[a-z]", scheme):  # "C:" is a path
-            raise ValueError("must be an http(s) URL or a file path")
-        if "<" in value or "\n" in value:
-            raise ValueError("must be an http(s) URL or a file path, not feed text")
-        return value
-
-    @field_validator("symbols")
-    @classmethod
-    def _check_symbols(cls, value: list[str]) -> list[str]:
-        return [_symbol(s) for s in value if s.strip()]
-
-
 @dataclass
 class _Headline:
     symbol: str
@@ -161,14 +113,6 @@ class _Headline:
     scored: str  # what is scored: headline (+ summary for feed entries)
     ts: str
     source: str
-
-
-class _FeedState:
-    def __init__(self, config: FeedConfig) -> None:
-        self.config = config
-        self.due = float("-inf")  # poll on the first step
-        self.etag: str | None = None
-        self.modified: str | None = None
 
 
 @register
@@ -234,7 +178,7 @@ class Sentiment(AgentKind):
                 kept = [w.strip().lower() for w in words if w.strip()]
                 if not kept:
                     raise ValueError(f"{symbol}: needs at least one word")
-                cleaned[_symbol(symbol)] = kept
+                cleaned[normalize_symbol(symbol)] = kept
             return cleaned
 
         @field_validator("bearish_threshold")
@@ -254,10 +198,10 @@ class Sentiment(AgentKind):
         # Injectable so tests can move time past feed_poll_seconds without sleeping.
         self.clock = clock
         self.analyzer = make_analyzer()
-        self._symbols = {_symbol(s) for s in ctx.symbols}
+        self._symbols = {normalize_symbol(s) for s in ctx.symbols}
         self._scores: dict[str, deque[float]] = {}
         self._seen: OrderedDict[str, None] = OrderedDict()
-        self._feeds = [_FeedState(f) for f in self.config.feeds] if "rss" in self.config.sources else []
+        self._feeds = [FeedState(f) for f in self.config.feeds] if "rss" in self.config.sources else []
         self._patterns = self._keyword_patterns()
 
     def score(self, text: str) -> float:
@@ -340,7 +284,7 @@ class Sentiment(AgentKind):
             symbol, text = data.get("symbol"), data.get("headline")
             if not isinstance(symbol, str) or not isinstance(text, str) or not text.strip():
                 continue
-            symbol = _symbol(symbol)
+            symbol = normalize_symbol(symbol)
             if not self._wanted(symbol):
                 continue
             text = text.strip()[:MAX_HEADLINE_CHARS]
@@ -383,9 +327,9 @@ class Sentiment(AgentKind):
             downloaded = downloaded or remote
             feed.due = now + self.config.feed_poll_seconds
             try:
-                entries = self._fetch(feed)
+                entries = fetch(feed)
             except Exception as exc:  # a bad feed (any way it is bad) must never stop the agent
-                self.ctx.log.warning("feed %s failed: %s", feed.config.url, _describe(exc))
+                self.ctx.log.warning("feed %s failed: %s", feed.config.url, describe(exc))
                 errors += 1
                 continue
             if entries is None:
@@ -396,53 +340,6 @@ class Sentiment(AgentKind):
                 errors += 1
             headlines += self._from_entries(feed.config, parsed_entries)
         return headlines, errors
-
-    def _fetch(self, feed: _FeedState) -> tuple[list[Any], str | None] | None:
-        """The feed's entries and a description of any parse problem; None if not modified."""
-        url = feed.config.url
-        scheme = urllib.parse.urlsplit(url).scheme.lower()
-        headers: dict[str, str] | None = None
-        if scheme in ("http", "https"):
-            # Fetched here rather than by feedparser.parse(url), which has no timeout: a
-            # hanging server would hold the step past the lease. The bytes go to feedparser
-            # in a stream, as its docs advise, so no string is taken for a URL or a path.
-            request = urllib.request.Request(
-                url,
-                headers={
-                    "User-Agent": USER_AGENT,
-                    "Accept": "application/atom+xml, application/rss+xml, application/xml;q=0.9, */*;q=0.5",
-                },
-            )
-            if feed.etag:
-                request.add_header("If-None-Match", feed.etag)
-            if feed.modified:
-                request.add_header("If-Modified-Since", feed.modified)
-            try:
-                with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_SECONDS) as response:
-                    data = _read_limited(response, time.monotonic() + FETCH_DEADLINE_SECONDS)
-                    feed.etag = response.headers.get("ETag")
-                    feed.modified = response.headers.get("Last-Modified")
-                    headers = {
-                        "content-location": url,
-                        "content-type": response.headers.get("Content-Type", ""),
-                    }
-            except urllib.error.HTTPError as exc:
-                if exc.code == 304:
-                    return None
-                raise
-        else:
-            with _local_path(url).open("rb") as handle:
-                data = handle.read(MAX_FEED_BYTES + 1)
-            if len(data) > MAX_FEED_BYTES:
-                raise ValueError(f"larger than {MAX_FEED_BYTES} bytes")
-        parsed = feedparser.parse(io.BytesIO(data), response_headers=headers)
-        problem = None
-        exc = parsed.get("bozo_exception")
-        if not parsed.get("version") and not parsed.get("entries"):
-            problem = _describe(exc) or "not an RSS or Atom feed"
-        elif parsed.get("bozo") and not isinstance(exc, SOFT_FEED_PROBLEMS):
-            problem = _describe(exc) or "not a well-formed feed"
-        return list(parsed.get("entries") or []), problem
 
     def _from_entries(self, feed: FeedConfig, entries: list[Any]) -> list[_Headline]:
         """New entries as headlines, oldest first, each for the symbols it concerns."""
@@ -485,39 +382,9 @@ class Sentiment(AgentKind):
         return True
 
 
-def _read_limited(response: Any, deadline: float) -> bytes:
-    """Read at most MAX_FEED_BYTES before `deadline`, so a slow or huge feed cannot stall the step."""
-    chunks, size = [], 0
-    while True:
-        chunk = response.read(65_536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > MAX_FEED_BYTES:
-            raise ValueError(f"larger than {MAX_FEED_BYTES} bytes")
-        if time.monotonic() > deadline:
-            raise TimeoutError("took too long to download")
-
-
-def _local_path(url: str) -> Path:
-    """The file a file:// URL or a plain path names."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme.lower() == "file":
-        return Path(urllib.request.url2pathname(parts.path))
-    return Path(url).expanduser()
-
-
 def _plain(value: str) -> str:
     """Text without HTML tags, entities or runs of whitespace."""
     return " ".join(html.unescape(_TAG.sub(" ", value)).split())
-
-
-def _describe(exc: object) -> str:
-    if exc is None:
-        return ""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _now() -> str:
