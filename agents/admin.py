@@ -72,8 +72,31 @@ class AgentForm(forms.ModelForm):
         return data
 
 
+class ChangedFieldsOnlyAdmin(admin.ModelAdmin):
+    """Saves an edited row by writing only the fields the person changed.
+
+    A plain save() would also write back the status, heartbeat (and, for sessions, cash)
+    read when the form opened, over what the loop or the broker wrote since.
+    """
+
+    def save_model(self, request, obj, form, change):
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        concrete = {f.name for f in type(obj)._meta.concrete_fields}
+        updates = {name: getattr(obj, name) for name in form.changed_data if name in concrete}
+        if not updates:
+            return
+        self.changed_field_updates(obj, updates)
+        updates["updated_at"] = timezone.now()
+        type(obj).objects.filter(pk=obj.pk).update(**updates)
+
+    def changed_field_updates(self, obj, updates: dict) -> None:
+        """Add derived updates (e.g. a version bump) to what the form changed."""
+
+
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(ChangedFieldsOnlyAdmin):
     form = AgentForm
     list_display = (
         "agent_id",
@@ -90,21 +113,10 @@ class AgentAdmin(admin.ModelAdmin):
     readonly_fields = OBSERVED
     filter_horizontal = ("inputs_from",)
 
-    def save_model(self, request, obj, form, change):
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
-        # Write only what the person changed: a plain save() would also write back the
-        # status and heartbeat read when the form opened, over what the loop wrote since.
-        concrete = {f.name for f in Agent._meta.concrete_fields}
-        updates = {name: getattr(obj, name) for name in form.changed_data if name in concrete}
-        if not updates:
-            return
+    def changed_field_updates(self, obj, updates: dict) -> None:
         if "config" in updates:
             # A running loop reloads when the version moves (agents.runtime.loop).
             updates["config_version"] = F("config_version") + 1
-        updates["updated_at"] = timezone.now()
-        Agent.objects.filter(pk=obj.pk).update(**updates)
 
 
 @admin.register(LogEntry)

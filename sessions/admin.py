@@ -9,8 +9,8 @@ positions are a ledger: they are read here, never added, changed or deleted.
 from __future__ import annotations
 
 from django.contrib import admin
-from django.utils import timezone
 
+from agents.admin import ChangedFieldsOnlyAdmin
 from sessions.models import Fill, Order, Position, TradingSession
 
 OBSERVED = (
@@ -52,7 +52,7 @@ class PositionInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 
 @admin.register(TradingSession)
-class TradingSessionAdmin(admin.ModelAdmin):
+class TradingSessionAdmin(ChangedFieldsOnlyAdmin):
     list_display = (
         "session_id",
         "name",
@@ -72,18 +72,6 @@ class TradingSessionAdmin(admin.ModelAdmin):
         # Cash started from starting_cash and has moved since; changing either now would
         # break the ledger (cash + cost basis - realized P&L = starting cash).
         return ("session_id", "starting_cash", *OBSERVED)
-
-    def save_model(self, request, obj, form, change):
-        if not change:
-            super().save_model(request, obj, form, change)
-            return
-        # Write only what the person changed: save() would also write back the status,
-        # heartbeat and cash read when the form opened, over what the loop and broker wrote.
-        concrete = {f.name for f in TradingSession._meta.concrete_fields}
-        updates = {name: getattr(obj, name) for name in form.changed_data if name in concrete}
-        if updates:
-            updates["updated_at"] = timezone.now()
-            TradingSession.objects.filter(pk=obj.pk).update(**updates)
 
 
 @admin.register(Order)
