@@ -56,3 +56,9 @@ def worker_pattern() -> str:
 
 def all_keys_pattern() -> str:
     return settings.REDIS_PREFIX + "*"
+
+
+def orders(kind: str, rid: str) -> str:
+    """The execution agent's incoming orders (`orders:agent:<id>`), read by consumer group
+    "execution" so each order is handled once; entries are {"data": json}."""
+    return _k("orders", kind, rid)
