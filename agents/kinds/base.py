@@ -11,9 +11,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 
 from agents.runtime.bus import InputMessage
+
+
+def must_exceed(other: str) -> Callable[..., Any]:
+    """A field validator: the field must be greater than `other`, declared (validated) before it.
+
+    A field validator rather than a model one, so the error names the field to fix.
+    Use as `_name = field_validator("slow")(must_exceed("fast"))`.
+    """
+
+    def check(cls: type, value: float, info: ValidationInfo) -> float:
+        bound = info.data.get(other)
+        if bound is not None and value <= bound:
+            raise ValueError(f"must be greater than {other} ({bound:g})")
+        return value
+
+    return check
+
+
+def must_be_below(other: str) -> Callable[..., Any]:
+    """A field validator: the field must be less than `other`, declared (validated) before it."""
+
+    def check(cls: type, value: float, info: ValidationInfo) -> float:
+        bound = info.data.get(other)
+        if bound is not None and value >= bound:
+            raise ValueError(f"must be below {other} ({bound:g})")
+        return value
+
+    return check
 
 
 class KindConfig(BaseModel):

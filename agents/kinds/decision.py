@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator
 
 from agents.kinds import register
-from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult
+from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, must_be_below
 from agents.runtime.bus import InputMessage
 
 SUMMARY_SYMBOLS = 5
@@ -145,15 +145,8 @@ class Decision(AgentKind):
             "last one is published again (subject to the cooldown); smaller moves are not worth a trade.",
         )
 
-        @field_validator("sell_threshold")
-        @classmethod
-        def _below_buy(cls, value: float, info: ValidationInfo) -> float:
-            """Redundant with today's ranges (sell < 0 < buy) but keeps the rule if they widen; a field
-            validator (not a model one) so the error names sell_threshold."""
-            buy = info.data.get("buy_threshold")
-            if buy is not None and value >= buy:
-                raise ValueError(f"must be below buy_threshold ({buy:g})")
-            return value
+        # Redundant with today's ranges (sell < 0 < buy) but keeps the rule if they widen.
+        _sell_below_buy = field_validator("sell_threshold")(must_be_below("buy_threshold"))
 
     config: Config
 

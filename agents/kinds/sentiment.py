@@ -28,7 +28,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from agents.kinds import register
-from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult
+from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, must_be_below
 from agents.kinds.feeds import FeedConfig, FeedState, describe, fetch, normalize_symbol
 
 # VADER's stock lexicon is tuned to social media and misses market verbs ("surges"
@@ -181,13 +181,7 @@ class Sentiment(AgentKind):
                 cleaned[normalize_symbol(symbol)] = kept
             return cleaned
 
-        @field_validator("bearish_threshold")
-        @classmethod
-        def _check_order(cls, value: float, info: ValidationInfo) -> float:
-            bullish = info.data.get("bullish_threshold")
-            if bullish is not None and value >= bullish:
-                raise ValueError(f"must be below bullish_threshold ({bullish})")
-            return value
+        _bearish_below_bullish = field_validator("bearish_threshold")(must_be_below("bullish_threshold"))
 
     config: Config
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents.kinds import register
-from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult
+from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, must_be_below, must_exceed
 from agents.kinds.technical_indicators import (
     COMPONENTS,
     Periods,
@@ -87,32 +87,9 @@ class Technical(AgentKind):
             "on_change: only when the symbol's signal differs from the last one sent.",
         )
 
-        # Field validators rather than model ones, so each error names the field to fix.
-        # info.data holds the fields validated before (declared earlier) that passed.
-
-        @field_validator("slow_ma")
-        @classmethod
-        def _slow_above_fast(cls, value: int, info: ValidationInfo) -> int:
-            fast = info.data.get("fast_ma")
-            if fast is not None and value <= fast:
-                raise ValueError(f"must be greater than fast_ma ({fast})")
-            return value
-
-        @field_validator("macd_slow")
-        @classmethod
-        def _macd_slow_above_fast(cls, value: int, info: ValidationInfo) -> int:
-            fast = info.data.get("macd_fast")
-            if fast is not None and value <= fast:
-                raise ValueError(f"must be greater than macd_fast ({fast})")
-            return value
-
-        @field_validator("rsi_oversold")
-        @classmethod
-        def _oversold_below_overbought(cls, value: float, info: ValidationInfo) -> float:
-            overbought = info.data.get("rsi_overbought")
-            if overbought is not None and value >= overbought:
-                raise ValueError(f"must be below rsi_overbought ({overbought})")
-            return value
+        _slow_above_fast = field_validator("slow_ma")(must_exceed("fast_ma"))
+        _macd_slow_above_fast = field_validator("macd_slow")(must_exceed("macd_fast"))
+        _oversold_below_overbought = field_validator("rsi_oversold")(must_be_below("rsi_overbought"))
 
         def periods(self) -> Periods:
             return Periods(**self.model_dump(include=set(Periods.__dataclass_fields__)))
