@@ -13,22 +13,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from agents.kinds import ConfigError, UnknownKind, kind_names, validate_config
-from agents.models import Agent, LogEntry
+from agents.models import RUNNABLE_STATE_FIELDS, Agent, LogEntry
 
-OBSERVED = (
-    "desired_state",
-    "status",
-    "status_changed_at",
-    "run_id",
-    "task_id",
-    "last_heartbeat",
-    "last_active",
-    "error_message",
-    "metrics",
-    "config_version",
-    "created_at",
-    "updated_at",
-)
+OBSERVED = (*RUNNABLE_STATE_FIELDS, "last_active", "config_version", "created_at", "updated_at")
 
 
 class AgentForm(forms.ModelForm):

@@ -26,7 +26,32 @@ ROLE_ORDER = [
 ]
 
 
-class Agent(models.Model):
+class RunnableState(models.Model):
+    """What every runnable (agent, session) carries for its loop: the contract of
+    agents.runtime.loop. desired_state is written by control.services only; the rest by
+    the loop (or the reconciler when the loop is gone)."""
+
+    desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.STOPPED)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STOPPED)
+    status_changed_at = models.DateTimeField(null=True, blank=True)
+    # Identifies the current incarnation of the loop; a loop whose run_id is no longer
+    # this one is superseded and may not write.
+    run_id = models.CharField(max_length=36, blank=True, default="")
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    error_message = models.TextField(blank=True, default="")
+    # Snapshot of the loop's counters (live values are in Redis, see runtime.metrics).
+    metrics = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        abstract = True
+
+
+# The loop-owned fields, read-only wherever a person edits a runnable.
+RUNNABLE_STATE_FIELDS = tuple(f.name for f in RunnableState._meta.fields)
+
+
+class Agent(RunnableState):
     agent_id = models.CharField(primary_key=True, max_length=64, validators=[validate_slug])
     name = models.CharField(max_length=120)
     kind = models.CharField(max_length=40)
@@ -39,18 +64,7 @@ class Agent(models.Model):
     # Edges of the signal graph: this agent consumes the streams of `inputs_from`.
     inputs_from = models.ManyToManyField("self", symmetrical=False, related_name="outputs_to", blank=True)
 
-    desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.STOPPED)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.STOPPED)
-    status_changed_at = models.DateTimeField(null=True, blank=True)
-    # Identifies the current incarnation of the loop; a loop whose run_id is no longer
-    # this one is superseded and may not write.
-    run_id = models.CharField(max_length=36, blank=True, default="")
-    task_id = models.CharField(max_length=64, blank=True, default="")
-    last_heartbeat = models.DateTimeField(null=True, blank=True)
     last_active = models.DateTimeField(null=True, blank=True)
-    error_message = models.TextField(blank=True, default="")
-    # Snapshot of the loop's counters (live values are in Redis, see runtime.metrics).
-    metrics = models.JSONField(default=dict, blank=True)
 
     # Where the card sits on the flow grid (set by dragging it on the page).
     position_x = models.IntegerField(null=True, blank=True)

@@ -11,21 +11,15 @@ from __future__ import annotations
 from django.contrib import admin
 
 from agents.admin import ChangedFieldsOnlyAdmin
+from agents.models import RUNNABLE_STATE_FIELDS
 from sessions.models import Fill, Order, Position, TradingSession
 
 OBSERVED = (
-    "desired_state",
-    "status",
-    "status_changed_at",
-    "run_id",
-    "task_id",
-    "last_heartbeat",
-    "error_message",
+    *RUNNABLE_STATE_FIELDS,
     "started_at",
     "paused_at",
     "stopped_at",
     "cash",
-    "metrics",
     "created_at",
     "updated_at",
 )

@@ -16,7 +16,8 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from agents.states import Desired, Status
+from agents.models import RunnableState
+from agents.states import Status
 from sessions import money
 
 
@@ -47,7 +48,7 @@ def bps_field(default: str, **kwargs) -> models.DecimalField:
     )
 
 
-class TradingSession(models.Model):
+class TradingSession(RunnableState):
     """A simulated account following one decision agent for some symbols."""
 
     session_id = models.CharField(primary_key=True, max_length=64, validators=[validate_slug])
@@ -66,15 +67,8 @@ class TradingSession(models.Model):
     # Set to starting_cash on creation; afterwards only sessions.broker moves it.
     cash = money_field()
 
-    desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.STOPPED)
     # "ready": created, never started (agents start out "stopped").
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.READY)
-    status_changed_at = models.DateTimeField(null=True, blank=True)
-    # The current incarnation of the session loop; a loop with another run_id may not write.
-    run_id = models.CharField(max_length=36, blank=True, default="")
-    task_id = models.CharField(max_length=64, blank=True, default="")
-    last_heartbeat = models.DateTimeField(null=True, blank=True)
-    error_message = models.TextField(blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
@@ -102,9 +96,6 @@ class TradingSession(models.Model):
         validators=[MinValueValidator(Decimal("0.01"))],
         help_text="Notional up to which an order slips slippage_bps when slippage is size-scaled.",
     )
-
-    # Snapshot of sessions.metrics.session_metrics, written by the loop.
-    metrics = models.JSONField(default=dict, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

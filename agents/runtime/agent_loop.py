@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from agents.kinds import get_kind, validate_config
@@ -86,6 +87,16 @@ class AgentLoop(Loop):
 
     def flush(self) -> None:
         flush_log_entries()
+
+    def tick_for(self, row: Agent) -> float:
+        return float((row.config or {}).get("tick_seconds", 1.0))
+
+    def config_rev(self, row: Agent) -> str:
+        return str(row.config_version)
+
+    def heartbeat_fields(self) -> dict[str, Any]:
+        last_active = self._gauges.get("last_active")
+        return {"last_active": datetime.fromtimestamp(last_active, tz=UTC)} if last_active else {}
 
     def _publish(self, payload: dict[str, Any]) -> str:
         return self._publisher.publish(self._stream, payload, STREAM_MAXLEN)

@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import redis
@@ -133,6 +132,18 @@ class Loop:
     def flush(self) -> None:
         """Write buffered side data (log rows) with the database heartbeat."""
 
+    def tick_for(self, row: models.Model) -> float:
+        """Seconds between steps, read before setup (the lease length depends on it)."""
+        return 1.0
+
+    def config_rev(self, row: models.Model) -> str:
+        """A value that changes when the row's config does ("" = never reload)."""
+        return ""
+
+    def heartbeat_fields(self) -> dict[str, Any]:
+        """Extra columns to write with the database heartbeat."""
+        return {}
+
     def logger(self) -> logging.Logger:
         return log
 
@@ -153,7 +164,7 @@ class Loop:
         if row.desired_state == Desired.STOPPED:
             self._set_status(Status.STOPPED)
             return "stopped before start"
-        self.tick_seconds = float((row.config or {}).get("tick_seconds", 1.0))
+        self.tick_seconds = self.tick_for(row)
         lease = Lease(self.client, keys.lease(self.kind, self.rid), self.token, self.lease_ms)
         try:
             self._take_lease(lease)
@@ -170,7 +181,7 @@ class Loop:
         reason = "stopped"
         try:
             self.setup(row)
-            self._config_rev = str(row.config_version)
+            self._config_rev = self.config_rev(row)
             if not self._set_status(Status.RUNNING, ""):
                 raise Fenced("superseded before running")
             self.logger().info("started (run %s, tick %.2fs)", self.run_id[:8], self.tick_seconds)
@@ -301,9 +312,9 @@ class Loop:
         row = self._load()
         if row is None:
             raise Fenced("row deleted")
-        self.tick_seconds = float((row.config or {}).get("tick_seconds", 1.0))
+        self.tick_seconds = self.tick_for(row)
         self.reload(row)
-        self._config_rev = str(row.config_version)
+        self._config_rev = self.config_rev(row)
         self.logger().info("config reloaded")
 
     def _count(self, counters: dict[str, int]) -> None:
@@ -315,10 +326,7 @@ class Loop:
         if now - self._last_db_write < settings.HEARTBEAT_DB_SECONDS:
             return
         self._last_db_write = now
-        fields: dict[str, Any] = {"last_heartbeat": timezone.now()}
-        last_active = self._gauges.get("last_active")
-        if last_active:
-            fields["last_active"] = datetime.fromtimestamp(last_active, tz=UTC)
+        fields: dict[str, Any] = {"last_heartbeat": timezone.now(), **self.heartbeat_fields()}
         snapshot = self.client.hgetall(keys.metrics(self.kind, self.rid))
         if snapshot:
             fields["metrics"] = numbers(snapshot)
