@@ -1,4 +1,4 @@
-"""Desired vs observed: bring every agent to the state the database asks for.
+"""Desired vs observed: bring every agent and session to the state the database asks for.
 
 Runs every few seconds from Celery beat and once from `manage.py restore`. Safe to run
 on several machines at once: every write is conditional on the run_id (and status) it
@@ -25,7 +25,8 @@ from agents.runtime import flags, keys
 from agents.runtime.lease import Lease
 from agents.runtime.redis import get_redis
 from agents.states import LIVE_STATUSES, Desired, Status
-from control.services import launch_agent
+from control.services import launch_agent, launch_session
+from sessions.models import TradingSession
 
 log = logging.getLogger(__name__)
 
@@ -44,100 +45,129 @@ class ReconcileReport:
         )
 
 
+@dataclass(frozen=True)
+class _Kind:
+    """How the reconciler reads and relaunches one kind of runnable."""
+
+    name: str  # "agent" or "session": the Redis key kind
+    model: type
+    rev_field: str | None  # the config revision mirrored into the flags, if any
+
+    def launch(self, rid: str, run_id: str, desired: str, rev: int | None) -> None:
+        if self.name == "agent":
+            launch_agent(rid, run_id, desired, rev or 1)
+        else:
+            launch_session(rid, run_id, desired)
+
+    def log_fields(self, rid: str) -> dict[str, str]:
+        return {"agent_id": rid} if self.name == "agent" else {"session_id": rid}
+
+
+KINDS = (_Kind("agent", Agent, "config_version"), _Kind("session", TradingSession, None))
+
+
 def reconcile(*, start_grace_seconds: float | None = None) -> ReconcileReport:
-    """One pass over every agent. `start_grace_seconds=0` (restore) relaunches queued starts."""
+    """One pass over every agent and session. `start_grace_seconds=0` (restore)
+    relaunches queued starts. Ids in the report are prefixed "session:" for sessions."""
     grace = settings.START_GRACE_SECONDS if start_grace_seconds is None else start_grace_seconds
     client = get_redis()
     report = ReconcileReport()
-    rows = list(
-        Agent.objects.values_list(
-            "agent_id", "desired_state", "status", "run_id", "status_changed_at", "config_version"
-        )
-    )
-    if not rows:
-        return report
-
-    # Flags are a mirror of the database: rewrite them all (cheap, one round trip), and
-    # read every lease in the same pipeline.
-    pipe = client.pipeline(transaction=False)
-    for agent_id, desired, _status, run_id, _changed, version in rows:
-        pipe.hset(
-            keys.flags("agent", agent_id),
-            mapping={"desired": desired, "run_id": run_id, "config_rev": str(version)},
-        )
-    for agent_id, *_ in rows:
-        pipe.get(keys.lease("agent", agent_id))
-    out = pipe.execute()
-    report.flags_written = len(rows)
-    holders = out[len(rows) :]
-
-    now = timezone.now()
-    for (agent_id, desired, status, run_id, changed_at, version), holder in zip(rows, holders, strict=True):
-        age = (now - changed_at).total_seconds() if changed_at else float("inf")
-        if desired in (Desired.RUNNING, Desired.PAUSED):
-            if status == Status.ERROR or holder is not None:
-                continue  # errors wait for a person; a held lease means a live loop
-            if status == Status.STARTING and age < grace:
-                continue  # its task is probably still queued
-            if _relaunch(agent_id, status, run_id, desired, version):
-                report.restarted.append(agent_id)
-        elif status in LIVE_STATUSES:
-            if holder is None:
-                if _mark(agent_id, run_id, status, Status.STOPPED, ""):
-                    report.marked_stopped.append(agent_id)
-            elif status == Status.STOPPING and age >= settings.STOP_GRACE_SECONDS:
-                if _fence(client, agent_id, holder, run_id, age):
-                    report.fenced.append(agent_id)
-            elif status != Status.STOPPING:
-                if _mark(agent_id, run_id, status, Status.STOPPING, None):
-                    flags.wake("agent", agent_id, client=client)
+    for kind in KINDS:
+        _reconcile_kind(kind, client, grace, report)
     if report.restarted or report.marked_stopped or report.fenced:
         log.info("reconcile: %s", report.summary())
     return report
 
 
-def _relaunch(agent_id: str, status: str, run_id: str, desired: str, version: int) -> bool:
+def _reconcile_kind(kind: _Kind, client, grace: float, report: ReconcileReport) -> None:
+    pk = kind.model._meta.pk.name
+    fields = [pk, "desired_state", "status", "run_id", "status_changed_at"]
+    rows = [
+        (*row, None) if kind.rev_field is None else row
+        for row in kind.model.objects.values_list(*fields, *([kind.rev_field] if kind.rev_field else []))
+    ]
+    if not rows:
+        return
+    label = "" if kind.name == "agent" else "session:"
+
+    # Flags are a mirror of the database: rewrite them all (cheap, one round trip), and
+    # read every lease in the same pipeline.
+    pipe = client.pipeline(transaction=False)
+    for rid, desired, _status, run_id, _changed, rev in rows:
+        pipe.hset(
+            keys.flags(kind.name, rid),
+            mapping={"desired": desired, "run_id": run_id, "config_rev": "" if rev is None else str(rev)},
+        )
+    for rid, *_ in rows:
+        pipe.get(keys.lease(kind.name, rid))
+    out = pipe.execute()
+    report.flags_written += len(rows)
+    holders = out[len(rows) :]
+
+    now = timezone.now()
+    for (rid, desired, status, run_id, changed_at, rev), holder in zip(rows, holders, strict=True):
+        age = (now - changed_at).total_seconds() if changed_at else float("inf")
+        if desired in (Desired.RUNNING, Desired.PAUSED):
+            if status in (Status.ERROR, Status.READY) or holder is not None:
+                continue  # errors wait for a person; a held lease means a live loop
+            if status == Status.STARTING and age < grace:
+                continue  # its task is probably still queued
+            if _relaunch(kind, rid, status, run_id, desired, rev):
+                report.restarted.append(label + rid)
+        elif status in LIVE_STATUSES:
+            if holder is None:
+                if _mark(kind, rid, run_id, status, Status.STOPPED, ""):
+                    report.marked_stopped.append(label + rid)
+            elif status == Status.STOPPING and age >= settings.STOP_GRACE_SECONDS:
+                if _fence(kind, client, rid, holder, run_id, age):
+                    report.fenced.append(label + rid)
+            elif status != Status.STOPPING:
+                if _mark(kind, rid, run_id, status, Status.STOPPING, None):
+                    flags.wake(kind.name, rid, client=client)
+
+
+def _relaunch(kind: _Kind, rid: str, status: str, run_id: str, desired: str, rev: int | None) -> bool:
     new_run = uuid.uuid4().hex
     with transaction.atomic():
-        changed = Agent.objects.filter(pk=agent_id, run_id=run_id, status=status).update(
+        changed = kind.model.objects.filter(pk=rid, run_id=run_id, status=status).update(
             run_id=new_run, status=Status.STARTING, status_changed_at=timezone.now(), task_id=""
         )
         if not changed:
             return False  # someone else (a person, another reconciler) got there first
         LogEntry.objects.create(
             level=30,
-            agent_id=agent_id,
             source="reconciler",
-            message=f"loop of agent {agent_id} was lost ({status}); starting run {new_run[:8]}",
+            message=f"loop of {kind.name} {rid} was lost ({status}); starting run {new_run[:8]}",
+            **kind.log_fields(rid),
         )
-        transaction.on_commit(lambda: launch_agent(agent_id, new_run, desired, version))
+        transaction.on_commit(lambda: kind.launch(rid, new_run, desired, rev))
     return True
 
 
-def _mark(agent_id: str, run_id: str, old: str, new: str, error: str | None) -> bool:
+def _mark(kind: _Kind, rid: str, run_id: str, old: str, new: str, error: str | None) -> bool:
     fields = {"status": new, "status_changed_at": timezone.now()}
     if error is not None:
         fields["error_message"] = error
-    return bool(Agent.objects.filter(pk=agent_id, run_id=run_id, status=old).update(**fields))
+    return bool(kind.model.objects.filter(pk=rid, run_id=run_id, status=old).update(**fields))
 
 
-def _fence(client, agent_id: str, holder: str, run_id: str, age: float) -> bool:
+def _fence(kind: _Kind, client, rid: str, holder: str, run_id: str, age: float) -> bool:
     """A loop that did not confirm its stop: supersede its run so it can no longer write."""
     fenced_run = uuid.uuid4().hex
     message = (
-        f"loop of agent {agent_id} did not confirm its stop within {age:.0f} s; "
+        f"loop of {kind.name} {rid} did not confirm its stop within {age:.0f} s; "
         f"it was fenced (run {holder[:8]} can no longer write)"
     )
     with transaction.atomic():
-        changed = Agent.objects.filter(pk=agent_id, run_id=run_id, status=Status.STOPPING).update(
+        changed = kind.model.objects.filter(pk=rid, run_id=run_id, status=Status.STOPPING).update(
             run_id=fenced_run, status=Status.STOPPED, status_changed_at=timezone.now(), error_message=message
         )
         if not changed:
             return False
-        LogEntry.objects.create(level=40, agent_id=agent_id, source="reconciler", message=message)
+        LogEntry.objects.create(level=40, source="reconciler", message=message, **kind.log_fields(rid))
     # Drop its lease (only if it is still that loop's) so its next tick finds itself fenced.
-    Lease(client, keys.lease("agent", agent_id), holder, 0).release()
-    flags.write("agent", agent_id, Desired.STOPPED, fenced_run, client=client)
+    Lease(client, keys.lease(kind.name, rid), holder, 0).release()
+    flags.write(kind.name, rid, Desired.STOPPED, fenced_run, client=client)
     return True
 
 

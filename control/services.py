@@ -27,6 +27,8 @@ from agents.runtime.redis import get_redis
 from agents.states import LIVE_STATUSES, Desired, Status
 from control import transitions
 from control.errors import DependencyDown, InvalidInput, NotFound, TransitionRefused
+from sessions.forms import SessionCreateForm, unique_session_id
+from sessions.models import TradingSession
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +92,19 @@ def launch_agent(agent_id: str, run_id: str, desired: str = Desired.RUNNING, con
     Agent.objects.filter(pk=agent_id, run_id=run_id).update(task_id=result.id)
 
 
-def _after_stop(agent_id: str, run_id: str, task_id: str) -> None:
+def launch_session(session_id: str, run_id: str, desired: str = Desired.RUNNING) -> None:
+    """Mirror the flags to Redis and send the session loop's task (after commit)."""
+    from sessions.tasks import run_session
+
+    flags.write("session", session_id, desired, run_id)
+    result = run_session.apply_async((session_id, run_id), queue=settings.LOOP_QUEUE)
+    TradingSession.objects.filter(pk=session_id, run_id=run_id).update(task_id=result.id)
+
+
+def _after_stop(agent_id: str, run_id: str, task_id: str, kind: str = "agent") -> None:
     from celery import current_app
 
-    flags.write("agent", agent_id, Desired.STOPPED, run_id)
+    flags.write(kind, agent_id, Desired.STOPPED, run_id)
     if task_id:
         # Plain revoke: discards the task if it is still queued. Never terminate=True,
         # which kills the worker process and every other loop in it.
@@ -196,34 +207,192 @@ def reset_agent_metrics(agent_id: str, *, user=None) -> Agent:
 
 
 def start_system(*, user=None) -> BulkResult:
-    """Start every enabled agent that is not running, upstream first."""
+    """Start every enabled agent that is not running, upstream first, then every session
+    that is not archived (a session needs its agents running to trade)."""
     require_redis()
     result = BulkResult()
     for agent in upstream_first(Agent.objects.filter(enabled=True)):
-        try:
-            start_agent(agent.agent_id, user=user)
-            result.changed.append(agent.agent_id)
-        except TransitionRefused as exc:
-            result.skipped.append({"id": agent.agent_id, "reason": exc.detail})
+        _try(result, agent.agent_id, lambda a=agent: start_agent(a.agent_id, user=user))
+    agents_started = len(result.changed)
+    for session_id in TradingSession.objects.filter(archived=False).values_list("session_id", flat=True):
+        _try(result, session_id, lambda s=session_id: start_session(s, user=user))
     if not result.changed:
         if not result.skipped:
             raise TransitionRefused("There is no enabled agent to start. Enable an agent first.")
-        raise TransitionRefused("The system is already running: every enabled agent is running or starting.")
-    audit(f"{_who(user)} started the system ({len(result.changed)} agents)", user=user)
+        raise TransitionRefused(
+            "The system is already running: every enabled agent and session is running or starting."
+        )
+    audit(
+        f"{_who(user)} started the system ({agents_started} agents, "
+        f"{len(result.changed) - agents_started} sessions)",
+        user=user,
+    )
     return result
 
 
 def stop_system(*, user=None) -> BulkResult:
-    """Stop every agent that runs (downstream first, so consumers stop before producers)."""
+    """Stop every session, then every agent (downstream first, so consumers stop before
+    producers and a flattening session still finds its execution agent)."""
     require_redis()
     result = BulkResult()
+    for session_id in TradingSession.objects.values_list("session_id", flat=True):
+        _try(result, session_id, lambda s=session_id: stop_session(s, user=user))
     for agent in reversed(upstream_first(Agent.objects.all())):
-        try:
-            stop_agent(agent.agent_id, user=user)
-            result.changed.append(agent.agent_id)
-        except TransitionRefused as exc:
-            result.skipped.append({"id": agent.agent_id, "reason": exc.detail})
+        _try(result, agent.agent_id, lambda a=agent: stop_agent(a.agent_id, user=user))
     if not result.changed:
         raise TransitionRefused("The system is already stopped. You can start it.")
-    audit(f"{_who(user)} stopped the system ({len(result.changed)} agents)", user=user)
+    audit(f"{_who(user)} stopped the system ({len(result.changed)} agents and sessions)", user=user)
+    return result
+
+
+def _try(result: BulkResult, rid: str, action, id_key: str = "id") -> None:
+    try:
+        action()
+        result.changed.append(rid)
+    except TransitionRefused as exc:
+        result.skipped.append({id_key: rid, "reason": exc.detail})
+
+
+# --- sessions ----------------------------------------------------------------------
+
+
+def _get_session_for_update(session_id: str) -> TradingSession:
+    session = TradingSession.objects.select_for_update().filter(pk=session_id).first()
+    if session is None:
+        raise NotFound(f"There is no session with id {session_id!r}.")
+    return session
+
+
+def create_session(data: dict[str, Any], *, user=None) -> TradingSession:
+    """Validate and create a session (status ready); InvalidInput lists each bad field."""
+    if not isinstance(data, dict):
+        raise InvalidInput("The session must be a JSON object.", code="invalid")
+    known = set(SessionCreateForm.Meta.fields)
+    unknown = sorted(set(data) - known)
+    errors = [{"field": f, "reason": "Unknown field."} for f in unknown]
+    form = SessionCreateForm(data=data)
+    if not form.is_valid():
+        errors += [
+            {"field": f if f != "__all__" else "body", "reason": " ".join(str(m) for m in msgs)}
+            for f, msgs in form.errors.items()
+        ]
+    if errors:
+        summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+        raise InvalidInput(f"The session cannot be created: {summary}", code="invalid", errors=errors)
+    with transaction.atomic():
+        session = form.save(commit=False)
+        if not session.session_id:
+            session.session_id = unique_session_id(session.name)
+        session.cash = session.starting_cash
+        session.save(force_insert=True)
+        audit(
+            f"{_who(user)} created session {session.session_id} ({session.name})",
+            user=user,
+            session_id=session.session_id,
+        )
+    return session
+
+
+def start_session(session_id: str, *, user=None) -> TradingSession:
+    """Ask for a session to run: new run_id, status `starting`, task sent after commit.
+    Restarting a stopped session continues with its cash and positions."""
+    require_redis()
+    run_id = uuid.uuid4().hex
+    with transaction.atomic():
+        session = _get_session_for_update(session_id)
+        transitions.check_session("start", session)
+        if session.decision_agent_id is None or session.execution_agent_id is None:
+            raise TransitionRefused(
+                f"Session {session_id} needs a decision agent and an execution agent before it can start."
+            )
+        changed = TradingSession.objects.filter(
+            pk=session_id, status=session.status, run_id=session.run_id
+        ).update(
+            desired_state=Desired.RUNNING,
+            status=Status.STARTING,
+            status_changed_at=timezone.now(),
+            run_id=run_id,
+            task_id="",
+            error_message="",
+        )
+        if not changed:
+            raise TransitionRefused(
+                f"Session {session_id} changed while starting it; try again.", code="conflict"
+            )
+        audit(f"{_who(user)} started session {session_id}", user=user, session_id=session_id)
+        transaction.on_commit(lambda: launch_session(session_id, run_id))
+    session.refresh_from_db()
+    return session
+
+
+def stop_session(session_id: str, *, user=None) -> TradingSession:
+    """Ask for a session to stop; its loop cancels open orders, flattens if configured,
+    and confirms `stopped`."""
+    require_redis()
+    with transaction.atomic():
+        session = _get_session_for_update(session_id)
+        transitions.check_session("stop", session)
+        live = session.status in LIVE_STATUSES
+        TradingSession.objects.filter(pk=session_id, run_id=session.run_id).update(
+            desired_state=Desired.STOPPED,
+            status=Status.STOPPING if live else Status.STOPPED,
+            status_changed_at=timezone.now(),
+        )
+        audit(f"{_who(user)} stopped session {session_id}", user=user, session_id=session_id)
+        run_id, task_id = session.run_id, session.task_id
+        transaction.on_commit(lambda: _after_stop(session_id, run_id, task_id, kind="session"))
+    session.refresh_from_db()
+    return session
+
+
+def pause_session(session_id: str, *, user=None) -> TradingSession:
+    """Stop placing orders at once: from this commit on the broker fills nothing for the
+    session (it reads desired_state under the session lock); the loop cancels the open
+    orders and confirms `paused`, and keeps marking to market."""
+    return _set_session_desired(session_id, "pause", Desired.PAUSED, user)
+
+
+def resume_session(session_id: str, *, user=None) -> TradingSession:
+    """Trade again, with the same cash and positions."""
+    return _set_session_desired(session_id, "resume", Desired.RUNNING, user)
+
+
+def _set_session_desired(session_id: str, action: str, desired: str, user) -> TradingSession:
+    require_redis()
+    with transaction.atomic():
+        session = _get_session_for_update(session_id)
+        transitions.check_session(action, session)
+        TradingSession.objects.filter(pk=session_id, run_id=session.run_id).update(desired_state=desired)
+        verb = {"pause": "paused", "resume": "resumed"}[action]
+        audit(f"{_who(user)} {verb} session {session_id}", user=user, session_id=session_id)
+        run_id = session.run_id
+
+        def mirror() -> None:
+            try:
+                flags.write("session", session_id, desired, run_id)
+            except redis.RedisError:
+                pass  # the loop falls back to the database; the reconciler rewrites flags
+
+        transaction.on_commit(mirror)
+    session.refresh_from_db()
+    return session
+
+
+def pause_all_sessions(*, user=None) -> BulkResult:
+    """Pause every running session; the others are listed as skipped with the reason."""
+    return _each_session(pause_session, "pause", user)
+
+
+def resume_all_sessions(*, user=None) -> BulkResult:
+    """Resume every paused session; the others are listed as skipped with the reason."""
+    return _each_session(resume_session, "resume", user)
+
+
+def _each_session(action, verb: str, user) -> BulkResult:
+    require_redis()
+    result = BulkResult()
+    for session_id in TradingSession.objects.values_list("session_id", flat=True):
+        _try(result, session_id, lambda s=session_id: action(s, user=user), id_key="session_id")
+    if result.changed:
+        audit(f"{_who(user)} {verb}d all sessions ({len(result.changed)})", user=user)
     return result

@@ -56,3 +56,80 @@ def agent_can(action: str, agent) -> bool:
     except TransitionRefused:
         return False
     return True
+
+
+_SESSION_RULES: dict[str, dict[str, str | None]] = {
+    "start": {
+        Status.READY: None,
+        Status.STOPPED: None,
+        Status.ERROR: None,
+        Status.STARTING: "{name} is already starting. You can stop it.",
+        Status.RUNNING: "{name} is already running. You can pause or stop it.",
+        Status.PAUSED: "{name} is paused, not stopped. You can resume or stop it.",
+        Status.STOPPING: "{name} is still stopping; start it again once it has stopped.",
+    },
+    "stop": {
+        Status.STARTING: None,
+        Status.RUNNING: None,
+        Status.PAUSED: None,
+        Status.ERROR: None,
+        Status.READY: "{name} has never been started. You can start it.",
+        Status.STOPPED: "{name} is already stopped. You can start it.",
+        Status.STOPPING: "{name} is already stopping; it confirms within one tick.",
+    },
+    "pause": {
+        Status.RUNNING: None,
+        Status.PAUSED: "{name} is already paused. You can resume or stop it.",
+        Status.STARTING: "{name} is still starting; pause it once it is running.",
+        Status.READY: "{name} is not running (ready). Only a running session can be paused.",
+        Status.STOPPED: "{name} is stopped. Only a running session can be paused; you can start it.",
+        Status.STOPPING: "{name} is stopping. Only a running session can be paused.",
+        Status.ERROR: "{name} is in error. Only a running session can be paused; you can start it again.",
+    },
+    "resume": {
+        Status.PAUSED: None,
+        Status.RUNNING: "{name} is already running. Only a paused session can be resumed.",
+        Status.STARTING: "{name} is starting, not paused. Only a paused session can be resumed.",
+        Status.READY: "{name} is not paused (ready). You can start it.",
+        Status.STOPPED: "{name} is stopped, not paused. You can start it.",
+        Status.STOPPING: "{name} is stopping. Only a paused session can be resumed.",
+        Status.ERROR: "{name} is in error, not paused. You can start it again.",
+    },
+}
+
+# A request the loop has not acknowledged yet (desired changed, status not yet): the
+# second click says so instead of asking again.
+_PENDING = {
+    ("pause", Desired.PAUSED): "{name} is already pausing; it confirms within one tick.",
+    ("resume", Desired.RUNNING): "{name} is already resuming; it confirms within one tick.",
+    ("pause", Desired.STOPPED): "{name} is stopping. Only a running session can be paused.",
+    ("resume", Desired.STOPPED): "{name} is stopping. Only a paused session can be resumed.",
+}
+
+
+def check_session(action: str, session) -> None:
+    """Raise TransitionRefused unless `action` is allowed for `session` now."""
+    name = f"Session {session.session_id}"
+    if action == "start" and session.archived:
+        raise TransitionRefused(f"{name} is archived; it keeps its history but cannot be started.")
+    if action == "stop" and session.status == Status.STOPPED and session.desired_state != Desired.STOPPED:
+        return  # being restarted by the reconciler: a stop cancels that
+    pending = _PENDING.get((action, session.desired_state))
+    if (
+        pending
+        and session.status in (Status.RUNNING, Status.PAUSED)
+        and ((action == "pause") == (session.status == Status.RUNNING))
+    ):
+        raise TransitionRefused(pending.format(name=name))
+    sentence = _SESSION_RULES[action].get(session.status, f"{name} cannot {action} while {session.status}.")
+    if sentence is not None:
+        raise TransitionRefused(sentence.format(name=name))
+
+
+def session_can(action: str, session) -> bool:
+    """For the page: is the button for `action` enabled?"""
+    try:
+        check_session(action, session)
+    except TransitionRefused:
+        return False
+    return True

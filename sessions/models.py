@@ -61,6 +61,16 @@ class TradingSession(RunnableState):
         on_delete=models.PROTECT,
         related_name="trading_sessions",
     )
+    # The paper broker its orders go to: an agent of kind "execution".
+    execution_agent = models.ForeignKey(
+        "agents.Agent",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="executed_sessions",
+    )
+    # Kept for its history, but left out of "start everything" (API.md system start).
+    archived = models.BooleanField(default=False)
     starting_cash = money_field(
         validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(money.MAX_STARTING_CASH)]
     )

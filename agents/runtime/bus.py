@@ -31,11 +31,13 @@ class InputMessage:
 class InputReader:
     """Non-blocking reads of every input stream, oldest first, advancing the cursors."""
 
-    def __init__(self, client: redis.Redis, consumer: str, producers: list[str]) -> None:
+    def __init__(
+        self, client: redis.Redis, consumer: str, producers: list[str], consumer_kind: str = "agent"
+    ) -> None:
         self.client = client
         self.consumer = consumer
         self.producers = sorted(producers)
-        self._cursor_key = keys.cursor("agent", consumer)
+        self._cursor_key = keys.cursor(consumer_kind, consumer)
         self._cursors: dict[str, str] = {}
 
     def _load_cursors(self) -> None:

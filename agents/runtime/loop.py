@@ -141,8 +141,16 @@ class Loop:
         return ""
 
     def heartbeat_fields(self) -> dict[str, Any]:
-        """Extra columns to write with the database heartbeat."""
+        """Extra columns to write with the database heartbeat ("metrics" is merged with
+        the live counters)."""
         return {}
+
+    def status_fields(self, status: str) -> dict[str, Any]:
+        """Extra columns to write with a status change (sessions stamp started/paused/stopped)."""
+        return {}
+
+    def on_stop(self) -> None:
+        """A stop was requested; the last work before the loop ends (sessions flatten)."""
 
     def logger(self) -> logging.Logger:
         return log
@@ -255,6 +263,7 @@ class Loop:
         if shutdown.is_set():
             return next_step, "worker shutting down"
         if control.desired == Desired.STOPPED:
+            self.on_stop()
             return next_step, "stop requested"
         paused = control.desired == Desired.PAUSED
         if paused != self.paused:
@@ -329,7 +338,7 @@ class Loop:
         fields: dict[str, Any] = {"last_heartbeat": timezone.now(), **self.heartbeat_fields()}
         snapshot = self.client.hgetall(keys.metrics(self.kind, self.rid))
         if snapshot:
-            fields["metrics"] = numbers(snapshot)
+            fields["metrics"] = {**numbers(snapshot), **fields.get("metrics", {})}
         if not self.model.objects.filter(pk=self.rid, run_id=self.run_id).update(**fields):
             raise Fenced("database names another run")
         self._safe_flush()
@@ -358,6 +367,7 @@ class Loop:
             fields["error_message"] = error
         if status in (Status.RUNNING, Status.PAUSED):
             fields["last_heartbeat"] = timezone.now()
+        fields.update(self.status_fields(status))
         return bool(self.model.objects.filter(pk=self.rid, run_id=self.run_id).update(**fields))
 
 

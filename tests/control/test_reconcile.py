@@ -117,11 +117,11 @@ def test_reconcile_is_idempotent(make_agent, django_capture_on_commit_callbacks)
 
 def test_two_reconcilers_racing_start_one_incarnation(make_agent, django_capture_on_commit_callbacks):
     agent = put(make_agent, status=Status.RUNNING, desired=Desired.RUNNING)
-    from control.reconcile import _relaunch
+    from control.reconcile import KINDS, _relaunch
 
     with django_capture_on_commit_callbacks() as launches:
-        won = _relaunch(agent.agent_id, Status.RUNNING, "run-1", Desired.RUNNING, 1)
-        lost = _relaunch(agent.agent_id, Status.RUNNING, "run-1", Desired.RUNNING, 1)
+        won = _relaunch(KINDS[0], agent.agent_id, Status.RUNNING, "run-1", Desired.RUNNING, 1)
+        lost = _relaunch(KINDS[0], agent.agent_id, Status.RUNNING, "run-1", Desired.RUNNING, 1)
     assert (won, lost) == (True, False)
     assert len(launches) == 1
 

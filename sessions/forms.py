@@ -1,0 +1,166 @@
+"""The one validation of a new session, shared by the JSON API and the page's form."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.text import slugify
+
+from agents.models import Agent
+from sessions.models import TradingSession
+
+SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+MAX_SYMBOLS = 20
+
+
+class SymbolsField(forms.Field):
+    """A list of symbols, from a JSON list or from "BTC-USD, ETH-USD" typed in a form."""
+
+    def to_python(self, value: Any) -> list[str]:
+        if value in (None, "", []):
+            return []
+        if isinstance(value, str):
+            value = [part for part in re.split(r"[\s,]+", value) if part]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise ValidationError('Give the symbols as a list of strings, e.g. ["BTC-USD"].')
+        symbols = [v.strip().upper() for v in value]
+        bad = [s for s in symbols if not SYMBOL.match(s)]
+        if bad:
+            raise ValidationError(
+                f"Not a symbol: {', '.join(bad)} (letters, digits, '-', '.', '_'; e.g. BTC-USD)."
+            )
+        if len(set(symbols)) != len(symbols):
+            raise ValidationError("A symbol is listed twice.")
+        if len(symbols) > MAX_SYMBOLS:
+            raise ValidationError(f"At most {MAX_SYMBOLS} symbols per session.")
+        return symbols
+
+    def validate(self, value: list[str]) -> None:
+        if not value:
+            raise ValidationError("Give at least one symbol to trade.")
+
+
+class SessionCreateForm(forms.ModelForm):
+    symbols = SymbolsField(help_text="The symbols to trade, e.g. BTC-USD, ETH-USD.")
+    session_id = forms.SlugField(
+        max_length=64, required=False, help_text="Optional; made from the name when left empty."
+    )
+    decision_agent = forms.ModelChoiceField(
+        queryset=Agent.objects.filter(kind="decision"),
+        to_field_name="agent_id",
+        error_messages={"invalid_choice": "There is no decision agent with that id."},
+    )
+    execution_agent = forms.ModelChoiceField(
+        queryset=Agent.objects.filter(kind="execution"),
+        to_field_name="agent_id",
+        required=False,
+        error_messages={"invalid_choice": "There is no execution agent with that id."},
+        help_text="Optional when there is exactly one execution agent.",
+    )
+
+    class Meta:
+        model = TradingSession
+        fields = [
+            "session_id",
+            "name",
+            "symbols",
+            "decision_agent",
+            "execution_agent",
+            "starting_cash",
+            "max_position_weight",
+            "max_orders_per_minute",
+            "flatten_on_stop",
+            "fee_bps",
+            "slippage_bps",
+            "slippage_size_scaled",
+            "slippage_size_reference",
+        ]
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # Optional on create: the model's defaults apply when they are left out.
+        for name in (
+            "max_position_weight",
+            "max_orders_per_minute",
+            "fee_bps",
+            "slippage_bps",
+            "slippage_size_reference",
+        ):
+            self.fields[name].required = False
+
+    def clean_session_id(self) -> str:
+        session_id = self.cleaned_data.get("session_id") or ""
+        if session_id and TradingSession.objects.filter(pk=session_id).exists():
+            raise ValidationError(f"A session with id {session_id!r} exists already.")
+        return session_id
+
+    def clean_max_orders_per_minute(self) -> int | None:
+        value = self.cleaned_data.get("max_orders_per_minute")
+        if value is not None and not 1 <= value <= 600:
+            raise ValidationError("Between 1 and 600 orders a minute.")
+        return value
+
+    def clean_execution_agent(self) -> Agent:
+        agent = self.cleaned_data.get("execution_agent")
+        if agent is not None:
+            return agent
+        candidates = list(Agent.objects.filter(kind="execution", enabled=True)[:2])
+        if len(candidates) == 1:
+            return candidates[0]
+        if not candidates:
+            raise ValidationError("There is no enabled execution agent; create one first.")
+        raise ValidationError("There are several execution agents; say which one this session uses.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        decision, symbols = data.get("decision_agent"), data.get("symbols")
+        if decision is not None and symbols:
+            missing = [s for s in symbols if s not in (decision.symbols or [])]
+            if missing:
+                self.add_error(
+                    "symbols",
+                    f"Decision agent {decision.agent_id} does not follow {', '.join(missing)} "
+                    f"(it follows {', '.join(decision.symbols or []) or 'no symbol'}).",
+                )
+        execution = data.get("execution_agent")
+        if execution is not None and symbols:
+            priced = _priced_symbols(execution)
+            missing = [s for s in symbols if s not in priced]
+            if missing:
+                self.add_error(
+                    "symbols",
+                    f"Execution agent {execution.agent_id} has no prices for {', '.join(missing)}: "
+                    "none of its market inputs publishes them.",
+                )
+        return data
+
+    def _post_clean(self) -> None:
+        # Defaults for the optional fields left out, before the model's own validation.
+        for name in (
+            "max_position_weight",
+            "max_orders_per_minute",
+            "fee_bps",
+            "slippage_bps",
+            "slippage_size_reference",
+        ):
+            if self.cleaned_data.get(name) is None:
+                self.cleaned_data[name] = TradingSession._meta.get_field(name).get_default()
+        super()._post_clean()
+
+
+def _priced_symbols(execution: Agent) -> set[str]:
+    symbols: set[str] = set()
+    for agent in execution.inputs_from.all():
+        symbols.update(agent.symbols or [])
+    return symbols
+
+
+def unique_session_id(name: str) -> str:
+    base = (slugify(name) or "session")[:56]
+    candidate, n = base, 2
+    while TradingSession.objects.filter(pk=candidate).exists():
+        candidate, n = f"{base}-{n}", n + 1
+    return candidate

@@ -1,0 +1,376 @@
+"""The session loop: directives in, orders out, the ledger marked to market.
+
+Each tick it reads, with its own cursors, the stream of its decision agent (directives)
+and the streams of its execution agent's market inputs (bars: the prices the broker
+fills at). The latest fresh directive per symbol waits until it can be acted on: the
+session is running, the symbol has a price and no open order, and the order rate is
+under `max_orders_per_minute`. It is then sized toward its target weight (capped by
+`max_position_weight`) and, when the move is worth a trade, recorded with the broker and
+sent to the execution agent's order stream.
+
+Pause: the broker refuses fills from the moment control.services commits the pause
+(it reads desired_state under the session lock); the loop, when it sees the pause,
+cancels the open orders, drops waiting directives and keeps marking to market.
+Stop: open orders are cancelled; with flatten_on_stop every position is sold by
+reduce-only orders, filled by the execution agent or, if it does not answer in time, by
+the broker at the session's own latest price.
+
+Crash safety: an order is recorded before it is sent, and orders still "new" when a loop
+starts are sent again; the broker's idempotent fill makes a second delivery harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.utils import timezone
+
+from agents.models import Agent, LogEntry
+from agents.runtime import keys
+from agents.runtime.bus import InputMessage, InputReader, edge_counts
+from agents.runtime.loop import Loop
+from agents.states import LIVE_STATUSES, Status
+from sessions import broker, money
+from sessions.metrics import session_metrics, snapshot
+from sessions.models import OPEN_STATUSES, Order, OrderStatus, Position, Side, TradingSession
+
+log = logging.getLogger(__name__)
+
+TICK_SECONDS = 1.0
+# A directive older than this when the session first sees it is history, not advice.
+DIRECTIVE_MAX_AGE_SECONDS = 60.0
+# An equity point at least this often while the equity moves, and at least every
+# FLAT_EQUITY_SECONDS while it does not (and after every fill).
+EQUITY_EVERY_SECONDS = 5.0
+FLAT_EQUITY_SECONDS = 60.0
+# Moves smaller than this share of equity are not worth a trade (and its fee).
+MIN_TRADE_FRACTION = Decimal("0.01")
+MIN_TRADE_VALUE = Decimal("1")
+# Kept aside when buying, so a price that moves before the fill does not leave the
+# order short of cash (fees and slippage are added on top).
+CASH_BUFFER = Decimal("0.005")
+# How long a stopping session waits for the execution agent to fill its flatten orders.
+FLATTEN_WAIT_SECONDS = 3.0
+ORDERS_MAXLEN = 100_000
+
+
+def session_event(session_id: str, message: str, level: int = logging.INFO) -> None:
+    """A line for the activity feed (LogEntry) and the worker's log."""
+    log.log(level, "session %s: %s", session_id, message)
+    LogEntry.objects.create(level=level, session_id=session_id, source="session", message=message)
+
+
+@dataclass
+class Directive:
+    ref: str  # "<producer>:<stream id>"
+    action: str
+    target_weight: Decimal | None
+    reason: str
+
+
+class SessionLoop(Loop):
+    kind = "session"
+    model = TradingSession
+
+    def __init__(self, rid: str, run_id: str) -> None:
+        super().__init__(rid, run_id)
+        self.session_id = rid
+        self.prices: dict[str, Decimal] = {}
+        self.pending: dict[str, Directive] = {}
+        self._reader: InputReader | None = None
+        self._decision_id = ""
+        self._execution_id = ""
+        self._open_orders = 0
+        self._last_equity: Decimal | None = None
+        self._last_point = float("-inf")
+        self._metrics: dict[str, Any] = {}
+        self._started = False
+        self._rate_limited_logged = False
+
+    # --- the Loop hooks -----------------------------------------------------------
+
+    def tick_for(self, row: TradingSession) -> float:
+        return TICK_SECONDS
+
+    def setup(self, row: TradingSession) -> None:
+        self.symbols = list(row.symbols or [])
+        self._decision_id = row.decision_agent_id or ""
+        self._execution_id = row.execution_agent_id or ""
+        markets = list(
+            Agent.objects.filter(outputs_to__agent_id=self._execution_id).values_list("agent_id", flat=True)
+        )
+        producers = sorted({self._decision_id, *markets} - {""})
+        self._reader = InputReader(self.client, self.session_id, producers, consumer_kind="session")
+        self._resend_unsent()
+        self._open_orders = self._count_open()
+
+    def step(self) -> dict[str, int]:
+        counters: dict[str, int] = {"orders": 0}
+        messages = self._reader.read() if self._reader is not None else []
+        counters.update(edge_counts(messages))
+        self._take_in(messages)
+        if not self.paused:
+            counters["orders"] = self._trade()
+        open_now = self._count_open() if self._open_orders or counters["orders"] else 0
+        settled = open_now < self._open_orders  # an order was filled, rejected or cancelled
+        self._open_orders = open_now
+        self._mark(force=settled)
+        return counters
+
+    def on_paused_changed(self, paused: bool) -> None:
+        if paused:
+            cancelled = broker.cancel_open_orders(self.session_id, "Cancelled: the session was paused.")
+            self.pending.clear()
+            self._open_orders = 0
+            session_event(
+                self.session_id,
+                f"paused: no new orders; {cancelled} open order(s) cancelled; still marking to market",
+            )
+        elif self._started:
+            session_event(self.session_id, "resumed: trading again with the same cash and positions")
+
+    def on_stop(self) -> None:
+        cancelled = broker.cancel_open_orders(self.session_id, "Cancelled: the session was stopped.")
+        if cancelled:
+            session_event(self.session_id, f"stopping: {cancelled} open order(s) cancelled")
+        row = TradingSession.objects.get(pk=self.session_id)
+        if row.flatten_on_stop:
+            self._flatten()
+        self._mark(force=True)
+
+    def status_fields(self, status: str) -> dict[str, Any]:
+        now = timezone.now()
+        if status == Status.RUNNING and not self._started:
+            self._started = True
+            return {"started_at": now, "paused_at": None, "stopped_at": None}
+        if status == Status.RUNNING:
+            return {"paused_at": None}
+        if status == Status.PAUSED:
+            return {"paused_at": now}
+        if status == Status.STOPPED:
+            return {"stopped_at": now}
+        return {}
+
+    def heartbeat_fields(self) -> dict[str, Any]:
+        return {"metrics": dict(self._metrics)} if self._metrics else {}
+
+    # --- inputs -------------------------------------------------------------------
+
+    def _take_in(self, messages: list[InputMessage]) -> None:
+        latest: dict[str, tuple[InputMessage, dict[str, Any]]] = {}
+        for message in messages:
+            data = message.data
+            symbol = data.get("symbol")
+            if symbol not in self.symbols:
+                continue
+            if data.get("type") == "bar":
+                price = _positive_decimal(data.get("close"))
+                if price is not None:
+                    self.prices[symbol] = price
+            elif data.get("type") == "directive" and message.producer == self._decision_id:
+                latest[symbol] = (message, data)
+        if self.paused:
+            return  # a paused session takes no advice; resume acts on new directives only
+        now = time.time()
+        for symbol, (message, data) in latest.items():
+            ts = data.get("ts")
+            if isinstance(ts, int | float) and now - ts > DIRECTIVE_MAX_AGE_SECONDS:
+                continue
+            if data.get("action") not in ("buy", "sell"):
+                self.pending.pop(symbol, None)  # hold: keep what is held; drop older advice
+                continue
+            self.pending[symbol] = Directive(
+                ref=f"{message.producer}:{message.id}",
+                action=data["action"],
+                target_weight=_ratio(data.get("target_weight")),
+                reason=str(data.get("reason") or "")[:300],
+            )
+
+    # --- orders -------------------------------------------------------------------
+
+    def _trade(self) -> int:
+        if not self.pending:
+            return 0
+        row = TradingSession.objects.get(pk=self.session_id)
+        open_symbols = set(
+            Order.objects.filter(session_id=self.session_id, status__in=OPEN_STATUSES).values_list(
+                "symbol", flat=True
+            )
+        )
+        since = timezone.now() - timedelta(seconds=60)
+        budget = (
+            row.max_orders_per_minute
+            - Order.objects.filter(session_id=self.session_id, created_at__gte=since).count()
+        )
+        positions = dict(
+            Position.objects.filter(session_id=self.session_id).values_list("symbol", "quantity")
+        )
+        equity = row.cash + sum(
+            (money.mul(qty, self.prices.get(sym, Decimal(0))) for sym, qty in positions.items()),
+            money.ZERO,
+        )
+        placed = 0
+        for symbol, directive in list(self.pending.items()):
+            price = self.prices.get(symbol)
+            if symbol in open_symbols or price is None:
+                continue  # wait for the open order to settle, or for a price
+            if budget <= 0:
+                if not self._rate_limited_logged:
+                    self._rate_limited_logged = True
+                    session_event(
+                        self.session_id,
+                        f"order rate limit reached ({row.max_orders_per_minute}/min); directives wait",
+                        logging.WARNING,
+                    )
+                break
+            del self.pending[symbol]
+            side, quantity = size_order(
+                directive, price, positions.get(symbol, money.ZERO), row.cash, equity, row
+            )
+            if side is None:
+                continue
+            order = broker.place_order(
+                self.session_id, symbol, side, quantity, directive_ref=directive.ref[:200]
+            )
+            self._send(order)
+            budget -= 1
+            placed += 1
+            self._rate_limited_logged = False
+            session_event(
+                self.session_id,
+                f"order {side} {money.as_str(quantity)} {symbol} at about {price} ({directive.reason})",
+            )
+        return placed
+
+    def _send(self, order: Order) -> None:
+        payload = {"order_id": order.order_id, "session_id": self.session_id, "ts": time.time()}
+        self.client.xadd(
+            keys.orders("agent", self._execution_id),
+            {"data": json.dumps(payload)},
+            maxlen=ORDERS_MAXLEN,
+            approximate=True,
+        )
+        Order.objects.filter(pk=order.pk, status=OrderStatus.NEW).update(
+            status=OrderStatus.SENT, updated_at=timezone.now()
+        )
+
+    def _resend_unsent(self) -> None:
+        """Orders recorded but maybe never sent (a crash between the two): send them now."""
+        for order in Order.objects.filter(session_id=self.session_id, status=OrderStatus.NEW):
+            self._send(order)
+
+    def _count_open(self) -> int:
+        return Order.objects.filter(session_id=self.session_id, status__in=OPEN_STATUSES).count()
+
+    def _flatten(self) -> None:
+        positions = list(Position.objects.filter(session_id=self.session_id, quantity__gt=0))
+        if not positions:
+            return
+        orders = [
+            broker.place_order(
+                self.session_id, p.symbol, Side.SELL, p.quantity, reduce_only=True, directive_ref="flatten"
+            )
+            for p in positions
+        ]
+        execution_live = Agent.objects.filter(pk=self._execution_id, status__in=LIVE_STATUSES).exists()
+        if execution_live:
+            for order in orders:
+                self._send(order)
+            deadline = time.monotonic() + FLATTEN_WAIT_SECONDS
+            ids = [o.order_id for o in orders]
+            while time.monotonic() < deadline:
+                if not Order.objects.filter(pk__in=ids, status__in=OPEN_STATUSES).exists():
+                    break
+                self.blocking.blpop([keys.wake(self.kind, self.rid)], timeout=0.2)
+        # Whatever the execution agent did not fill, the broker fills at the session's own
+        # latest price (the same market feed); already-filled orders are left alone.
+        for order in orders:
+            outcome = broker.fill_market_order(
+                order.order_id, self.prices.get(order.symbol) or _last_mark(order)
+            )
+            if outcome.outcome == broker.Outcome.REJECTED:
+                session_event(
+                    self.session_id, f"flatten of {order.symbol} rejected: {outcome.reason}", logging.WARNING
+                )
+        session_event(self.session_id, f"flattened {len(orders)} position(s) on stop")
+
+    # --- valuation ----------------------------------------------------------------
+
+    def _mark(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        since = now - self._last_point
+        if not force and since < EQUITY_EVERY_SECONDS:
+            return
+        metrics = session_metrics(self.session_id, self.prices)
+        equity = metrics["equity"]
+        if force or equity != self._last_equity or since >= FLAT_EQUITY_SECONDS:
+            equity = broker.mark_to_market(self.session_id, self.prices)
+            metrics = session_metrics(self.session_id, self.prices)
+            self._last_equity = equity
+            self._last_point = now
+        self._metrics = snapshot(metrics)
+
+
+def size_order(
+    directive: Directive,
+    price: Decimal,
+    held: Decimal,
+    cash: Decimal,
+    equity: Decimal,
+    risk: TradingSession,
+) -> tuple[str | None, Decimal]:
+    """The order that moves the position toward the directive's target weight, capped by
+    the session's max position weight: (side, quantity), or (None, 0) when the move is
+    too small to be worth a trade or there is nothing to do."""
+    target = Decimal(0) if directive.action == "sell" else directive.target_weight
+    if target is None:
+        return None, money.ZERO
+    target = min(target, risk.max_position_weight)
+    current = money.mul(held, price)
+    diff = money.mul(equity, target) - current
+    least = max(MIN_TRADE_VALUE, money.mul(equity, MIN_TRADE_FRACTION))
+    if diff > least:
+        cost = Decimal(1) + (risk.fee_bps + risk.slippage_bps) / Decimal(10_000) + CASH_BUFFER
+        spend = min(diff, money.div(cash, cost))
+        quantity = money.quantize_qty(money.div(spend, price))
+        if money.mul(quantity, price) < least:
+            return None, money.ZERO
+        return Side.BUY, quantity
+    if held > 0 and (target == 0 or -diff > least):
+        quantity = held if target == 0 else min(held, money.quantize_qty(money.div(-diff, price)))
+        if quantity <= 0:
+            return None, money.ZERO
+        return Side.SELL, quantity
+    return None, money.ZERO
+
+
+def _positive_decimal(value: Any) -> Decimal | None:
+    try:
+        price = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return price if price.is_finite() and price > 0 else None
+
+
+def _ratio(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    try:
+        ratio = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None
+    return ratio if ratio.is_finite() and 0 <= ratio <= 1 else None
+
+
+def _last_mark(order: Order) -> Decimal | None:
+    return (
+        Position.objects.filter(session_id=order.session_id, symbol=order.symbol)
+        .values_list("last_mark", flat=True)
+        .first()
+    )
