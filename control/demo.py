@@ -1,6 +1,8 @@
-"""The demo graph `seed_demo` builds: market data -> technical + sentiment -> decision.
+"""The demo `seed_demo` builds: market data -> technical + sentiment -> decision ->
+execution, and two paper trading sessions following the decision agent.
 
-Execution and the two demo sessions join when the paper trading engine lands.
+Everything here runs on the simulated market (labelled simulated in its data), so a
+newcomer sees trades within a minute of starting the system, offline.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from django.db import transaction
 
 from agents.kinds import validate_config
 from agents.models import Agent, Role
+from sessions.models import TradingSession
 
 DEMO_AGENTS = [
     {
@@ -57,6 +60,33 @@ DEMO_AGENTS = [
         "inputs_from": ["technical_sim", "sentiment_news"],
         "position": (2, 0),
     },
+    {
+        "agent_id": "execution_paper",
+        "name": "Paper broker",
+        "kind": "execution",
+        "role": Role.EXECUTION,
+        "symbols": ["BTC-USD", "ETH-USD"],
+        "config": {"tick_seconds": 0.5},
+        "inputs_from": ["market_data_sim"],
+        "position": (3, 0),
+    },
+]
+
+DEMO_SESSIONS = [
+    {
+        "session_id": "btc-strategy-test",
+        "name": "BTC Strategy Test",
+        "symbols": ["BTC-USD"],
+        "starting_cash": "10000",
+        "flatten_on_stop": False,
+    },
+    {
+        "session_id": "eth-sentiment-analysis",
+        "name": "ETH Sentiment Analysis",
+        "symbols": ["ETH-USD"],
+        "starting_cash": "10000",
+        "flatten_on_stop": True,
+    },
 ]
 
 
@@ -81,6 +111,20 @@ def seed_agents() -> list[str]:
         if was_created:
             agent.inputs_from.set(spec["inputs_from"])
             created.append(agent.agent_id)
+    return created
+
+
+@transaction.atomic
+def seed_sessions() -> list[str]:
+    """Create the demo sessions that are missing (ready, not started); existing ones are kept."""
+    created = []
+    for spec in DEMO_SESSIONS:
+        if TradingSession.objects.filter(pk=spec["session_id"]).exists():
+            continue
+        TradingSession.objects.create(
+            decision_agent_id="decision_main", execution_agent_id="execution_paper", **spec
+        )
+        created.append(spec["session_id"])
     return created
 
 

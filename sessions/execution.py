@@ -47,6 +47,8 @@ from sessions.broker import Outcome
 from sessions.models import Order, OrderType
 
 GROUP = "execution"
+# How far back a starting broker looks for the last bar of each symbol.
+SEED_LOOKBACK = 200
 
 
 class ExecutionConfig(KindConfig):
@@ -89,6 +91,7 @@ class Execution(AgentKind):
         # Stream entry id -> order, for entries retried every step and not yet acknowledged.
         self.waiting: dict[str, _Waiting] = {}
         self._group_ready = False
+        self._prices_seeded = False
         self._pending_read = False
         self._claim_cursor = "0-0"
         self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM
@@ -124,20 +127,37 @@ class Execution(AgentKind):
     # --- prices ---------------------------------------------------------------------
 
     def _update_prices(self) -> None:
+        if not self._prices_seeded:
+            self._seed_prices()
         for message in self.ctx.read_inputs():
-            data = message.data
-            if data.get("type") != "bar":
-                continue
-            symbol, close = data.get("symbol"), data.get("close")
-            if not isinstance(symbol, str) or close is None:
-                continue
-            try:
-                # Through str: a float's repr is the short decimal a person reads.
-                price = Decimal(str(close))
-            except (InvalidOperation, ValueError):
-                continue
-            if price.is_finite() and price > 0:
-                self.prices[symbol] = price
+            self._take_bar(message.data)
+
+    def _seed_prices(self) -> None:
+        """The newest bar of each input stream, read once at start: a restarted broker
+        (its cursor past every old bar) knows the last price before the next bar comes,
+        instead of rejecting the orders redelivered to it for "no price yet"."""
+        self._prices_seeded = True
+        for producer in self.ctx.inputs:
+            newest = self.client.xrevrange(keys.stream("agent", producer), count=SEED_LOOKBACK)
+            for _entry_id, fields in reversed(newest):
+                try:
+                    self._take_bar(json.loads(fields["data"]))
+                except (KeyError, ValueError):
+                    continue
+
+    def _take_bar(self, data: dict[str, Any]) -> None:
+        if data.get("type") != "bar":
+            return
+        symbol, close = data.get("symbol"), data.get("close")
+        if not isinstance(symbol, str) or close is None:
+            return
+        try:
+            # Through str: a float's repr is the short decimal a person reads.
+            price = Decimal(str(close))
+        except (InvalidOperation, ValueError):
+            return
+        if price.is_finite() and price > 0:
+            self.prices[symbol] = price
 
     # --- the stream -----------------------------------------------------------------
 

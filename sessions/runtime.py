@@ -29,6 +29,7 @@ from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from agents.models import Agent, LogEntry
@@ -42,12 +43,10 @@ from sessions.models import OPEN_STATUSES, Order, OrderStatus, Position, Side, T
 
 log = logging.getLogger(__name__)
 
-TICK_SECONDS = 1.0
 # A directive older than this when the session first sees it is history, not advice.
 DIRECTIVE_MAX_AGE_SECONDS = 60.0
-# An equity point at least this often while the equity moves, and at least every
-# FLAT_EQUITY_SECONDS while it does not (and after every fill).
-EQUITY_EVERY_SECONDS = 5.0
+# An equity point every settings.SESSION_EQUITY_SECONDS while the equity moves, at least
+# every FLAT_EQUITY_SECONDS while it does not, and after every fill.
 FLAT_EQUITY_SECONDS = 60.0
 # Moves smaller than this share of equity are not worth a trade (and its fee).
 MIN_TRADE_FRACTION = Decimal("0.01")
@@ -96,7 +95,7 @@ class SessionLoop(Loop):
     # --- the Loop hooks -----------------------------------------------------------
 
     def tick_for(self, row: TradingSession) -> float:
-        return TICK_SECONDS
+        return settings.SESSION_TICK_SECONDS
 
     def setup(self, row: TradingSession) -> None:
         self.symbols = list(row.symbols or [])
@@ -305,7 +304,7 @@ class SessionLoop(Loop):
     def _mark(self, *, force: bool = False) -> None:
         now = time.monotonic()
         since = now - self._last_point
-        if not force and since < EQUITY_EVERY_SECONDS:
+        if not force and since < settings.SESSION_EQUITY_SECONDS:
             return
         metrics = session_metrics(self.session_id, self.prices)
         equity = metrics["equity"]

@@ -230,9 +230,13 @@ class WorkerProcess:
 def stop_all_loops(timeout: float = 15.0) -> None:
     """Ask every loop to stop and wait until no lease is held (before tables are flushed)."""
     client = get_redis()
-    for agent_id, run_id in Agent.objects.values_list("agent_id", "run_id"):
-        flags.write("agent", agent_id, Desired.STOPPED, run_id)
-    Agent.objects.update(desired_state=Desired.STOPPED)
+    from sessions.models import TradingSession
+
+    # Sessions first: a stopping session may still hand orders to its execution agent.
+    for model, kind in ((TradingSession, "session"), (Agent, "agent")):
+        for rid, run_id in model.objects.values_list("pk", "run_id"):
+            flags.write(kind, rid, Desired.STOPPED, run_id)
+        model.objects.update(desired_state=Desired.STOPPED)
     wait_for(
         lambda: not list(client.scan_iter(match=f"{settings.REDIS_PREFIX}lease:*", count=1000)),
         timeout=timeout,

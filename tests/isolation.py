@@ -14,6 +14,8 @@ os.environ.setdefault("TEST_RUN_ID", _run)
 # Short leases and heartbeats so crash-recovery tests take seconds, not minutes.
 os.environ.setdefault("LEASE_EXTRA_SECONDS", "2")
 os.environ.setdefault("HEARTBEAT_DB_SECONDS", "0.5")
+os.environ.setdefault("SESSION_TICK_SECONDS", "0.2")
+os.environ.setdefault("SESSION_EQUITY_SECONDS", "0.5")
 os.environ.setdefault("STOP_GRACE_SECONDS", "3")
 os.environ.setdefault("START_GRACE_SECONDS", "10")
 # Agent log files and market data of this run, removed at the end of the session.

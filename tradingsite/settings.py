@@ -154,6 +154,9 @@ MARKET_DATA_DIR = Path(env.str("MARKET_DATA_DIR", default=str(VAR_DIR / "market_
 HEARTBEAT_DB_SECONDS = env.float("HEARTBEAT_DB_SECONDS", default=5.0)
 # A loop's lease lives 2 ticks plus this long: how fast a crashed loop is replaced.
 LEASE_EXTRA_SECONDS = env.float("LEASE_EXTRA_SECONDS", default=10.0)
+# Session loops: seconds between steps, and between equity points while equity moves.
+SESSION_TICK_SECONDS = env.float("SESSION_TICK_SECONDS", default=1.0)
+SESSION_EQUITY_SECONDS = env.float("SESSION_EQUITY_SECONDS", default=5.0)
 # A running loop whose Redis heartbeat is older than this is considered lost.
 HEARTBEAT_STALE_SECONDS = env.float("HEARTBEAT_STALE_SECONDS", default=15.0)
 # How long a stop may take to be confirmed before the loop is fenced.

@@ -1,4 +1,4 @@
-"""The demo pipeline in a real worker: market data -> technical + sentiment -> decision."""
+"""The demo pipeline in a real worker: market data -> technical + sentiment -> decision (-> execution)."""
 
 import json
 
@@ -23,8 +23,15 @@ def test_the_demo_graph_turns_simulated_prices_into_directives(celery_worker, re
             config["news_probability"] = 0.5
         services.update_agent_config(agent.agent_id, config)
     started = services.start_system()
-    assert started.changed == ["market_data_sim", "technical_sim", "sentiment_news", "decision_main"]
-    wait_for(lambda: Agent.objects.filter(status=Status.RUNNING).count() == 4, what="all four running")
+    assert started.changed[0] == "market_data_sim"  # upstream first
+    assert set(started.changed) == {
+        "market_data_sim",
+        "technical_sim",
+        "sentiment_news",
+        "decision_main",
+        "execution_paper",
+    }
+    wait_for(lambda: Agent.objects.filter(status=Status.RUNNING).count() == 5, what="all five running")
 
     # Sentiment may speak first; technical joins once its indicators have warmed up.
     with_technical = wait_for(

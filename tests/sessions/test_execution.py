@@ -356,3 +356,22 @@ def test_other_messages_are_ignored_and_a_paused_sessions_limit_order_is_held(
     TradingSession.objects.filter(pk=session.pk).update(desired_state=Desired.RUNNING)
     assert kind.step().counters == counters(filled=1)
     assert Fill.objects.get(order=order).price == D("90")
+
+
+def test_a_restarted_broker_knows_the_last_price_before_the_next_bar(make_session, make_exec, redis_client):
+    """Its cursor is past every old bar: without the look-back, redelivered orders would be
+    rejected for "no price yet" although the market has a price."""
+    session = make_session("seeded")
+    stream = keys.stream("agent", "md1")
+    for close in (100.0, 101.5):
+        bar = {"type": "bar", "ts": "2024-01-01T00:00:00+00:00", "symbol": "BTC-USD", "close": close}
+        redis_client.xadd(stream, {"data": json.dumps(bar)})
+    try:
+        kind, _ctx = make_exec()  # no bar queued on its inputs
+        order = broker.place_order(session.pk, "BTC-USD", "buy", D("0.1"))
+        submit(redis_client, kind.ctx.agent_id, order)
+        kind.step()
+        fill = Fill.objects.get(order=order)
+        assert fill.mark_price == D("101.5")
+    finally:
+        redis_client.delete(stream)

@@ -1,9 +1,12 @@
-from control.demo import ensure_admin, seed_agents
+from control.demo import ensure_admin, seed_agents, seed_sessions
 from control.management.base import ControlCommand
 
 
 class Command(ControlCommand):
-    help = "Create the demo agent graph (idempotent) and, with --admin, an admin user."
+    help = (
+        "Create the demo agent graph and two paper trading sessions (idempotent) "
+        "and, with --admin, an admin user."
+    )
     redis_needed = False
 
     def add_arguments(self, parser):
@@ -14,6 +17,8 @@ class Command(ControlCommand):
     def run(self, *args, admin: bool = False, **options):
         created = seed_agents()
         self.stdout.write(f"demo agents: {', '.join(created) if created else 'already present'}")
+        sessions = seed_sessions()
+        self.stdout.write(f"demo sessions: {', '.join(sessions) if sessions else 'already present'}")
         if admin:
             was_created, path = ensure_admin()
             verb = "created" if was_created else "exists"
