@@ -11,13 +11,14 @@ SHELL := /bin/bash
 
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: help run test test-pg lint venv redis stop-redis clean distclean
+.PHONY: help run test test-pg lint venv redis stop-redis clean distclean screenshots
 
 help:
 	@echo "make run         set up and run the panel at http://127.0.0.1:$${PORT:-8000}/ (Ctrl-C stops)"
 	@echo "make test        set up, ruff, then the whole test suite (ARGS='-k name' to narrow)"
 	@echo "make test-pg     the test suite again against PostgreSQL (DATABASE_URL, default $(PG_TEST_URL))"
 	@echo "make lint        ruff check ."
+	@echo "make screenshots docs/screenshots/*.png from a throwaway stack (Chromium, light and dark)"
 	@echo "make venv        create/update .venv only"
 	@echo "make redis       print a REDIS_URL that answers (starts the private Redis if needed)"
 	@echo "make stop-redis  stop the private Redis under var/redis"
@@ -40,6 +41,10 @@ lint: venv
 
 venv:
 	@scripts/bootstrap.sh
+
+# Its own SQLite file, Redis prefix, worker and server; everything is removed afterwards.
+screenshots: venv
+	@REDIS_URL="$$(scripts/ensure_redis.sh)" .venv/bin/python scripts/screenshots.py
 
 redis:
 	@scripts/ensure_redis.sh

@@ -57,3 +57,6 @@ if [ "$want" != "$have" ]; then
         || die "pip install failed (see above)"
     echo "$want" > "$STAMP"
 fi
+
+# The browser tests' Chromium (Debian's); without it only they fail, so setup goes on.
+scripts/ensure_chromium.sh || echo "bootstrap: continuing without Chromium: tests/e2e and 'make screenshots' need it" >&2
