@@ -25,7 +25,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -172,17 +172,17 @@ class SessionLoop(Loop):
                 price = _positive_decimal(data.get("close"))
                 if price is not None:
                     self.prices[symbol] = price
-            elif data.get("type") == "directive" and message.producer == self._decision_id:
+            elif (
+                data.get("type") == "directive"
+                and message.producer == self._decision_id
+                # A hold says "keep what you hold": it neither trades nor cancels advice.
+                and data.get("action") in ("buy", "sell")
+            ):
                 latest[symbol] = (message, data)
         if self.paused:
             return  # a paused session takes no advice; resume acts on new directives only
-        now = time.time()
         for symbol, (message, data) in latest.items():
-            ts = data.get("ts")
-            if isinstance(ts, int | float) and now - ts > DIRECTIVE_MAX_AGE_SECONDS:
-                continue
-            if data.get("action") not in ("buy", "sell"):
-                self.pending.pop(symbol, None)  # hold: keep what is held; drop older advice
+            if _age_seconds(data.get("ts")) > DIRECTIVE_MAX_AGE_SECONDS:
                 continue
             self.pending[symbol] = Directive(
                 ref=f"{message.producer}:{message.id}",
@@ -355,6 +355,19 @@ def _positive_decimal(value: Any) -> Decimal | None:
     except (InvalidOperation, ValueError):
         return None
     return price if price.is_finite() and price > 0 else None
+
+
+def _age_seconds(ts: Any) -> float:
+    """How old a message's ts (ISO 8601 or Unix seconds) is; infinite when unreadable."""
+    if isinstance(ts, int | float):
+        return time.time() - ts
+    try:
+        when = datetime.fromisoformat(str(ts))
+    except ValueError:
+        return float("inf")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return time.time() - when.timestamp()
 
 
 def _ratio(value: Any) -> Decimal | None:

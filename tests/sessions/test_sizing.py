@@ -1,9 +1,11 @@
 """How the session loop turns a directive into an order (sessions.runtime.size_order)."""
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from agents.runtime.bus import InputMessage
 from sessions.models import TradingSession
-from sessions.runtime import Directive, size_order
+from sessions.runtime import Directive, SessionLoop, size_order
 
 D = Decimal
 
@@ -56,3 +58,40 @@ def test_moves_under_one_percent_of_equity_are_not_worth_a_trade():
 def test_a_directive_without_a_target_does_nothing():
     nothing = Directive(ref="d:3-0", action="buy", target_weight=None, reason="")
     assert size_order(nothing, D("100"), D(0), D("10000"), D("10000"), risk())[0] is None
+
+
+def loop_reading(*messages: dict) -> SessionLoop:
+    loop = SessionLoop("s", "run")
+    loop.symbols, loop._decision_id = ["BTC-USD"], "dec"
+    loop._take_in([InputMessage("dec", f"{i}-0", m) for i, m in enumerate(messages, 1)])
+    return loop
+
+
+def directive(action: str, age_seconds: float, target: float | None = 0.3) -> dict:
+    ts = datetime.now(UTC) - timedelta(seconds=age_seconds)
+    return {
+        "type": "directive",
+        "ts": ts.isoformat(),
+        "symbol": "BTC-USD",
+        "action": action,
+        "target_weight": target,
+        "reason": f"{action}: test",
+    }
+
+
+def test_a_hold_after_a_buy_does_not_cancel_the_buy():
+    loop = loop_reading(directive("buy", 2), directive("hold", 1, None))
+    assert loop.pending["BTC-USD"].action == "buy"
+
+
+def test_directives_older_than_a_minute_are_history_not_advice():
+    assert loop_reading(directive("buy", 120)).pending == {}
+    assert loop_reading(directive("buy", 5)).pending["BTC-USD"].target_weight == D("0.3")
+
+
+def test_other_symbols_and_producers_are_ignored():
+    other = {**directive("buy", 1), "symbol": "ETH-USD"}
+    loop = SessionLoop("s", "run")
+    loop.symbols, loop._decision_id = ["BTC-USD"], "dec"
+    loop._take_in([InputMessage("dec", "1-0", other), InputMessage("someone", "2-0", directive("buy", 1))])
+    assert loop.pending == {}
