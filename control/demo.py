@@ -56,7 +56,15 @@ DEMO_AGENTS = [
         "kind": "decision",
         "role": Role.DECISION,
         "symbols": ["BTC-USD", "ETH-USD"],
-        "config": {"tick_seconds": 1.0, "weights": {"technical_sim": 1.0, "sentiment_news": 0.5}},
+        # Lively on purpose: the demo should trade a few times a minute on the simulated
+        # market (measured: 3-4 trades a minute per symbol, the first within a minute).
+        "config": {
+            "tick_seconds": 1.0,
+            "weights": {"technical_sim": 1.0, "sentiment_news": 0.5},
+            "buy_threshold": 0.1,
+            "sell_threshold": -0.1,
+            "cooldown_seconds": 10.0,
+        },
         "inputs_from": ["technical_sim", "sentiment_news"],
         "position": (2, 0),
     },

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -249,7 +249,7 @@ def _try(result: BulkResult, rid: str, action, id_key: str = "id") -> None:
     try:
         action()
         result.changed.append(rid)
-    except TransitionRefused as exc:
+    except (TransitionRefused, NotFound) as exc:  # NotFound: deleted meanwhile
         result.skipped.append({id_key: rid, "reason": exc.detail})
 
 
@@ -279,12 +279,21 @@ def create_session(data: dict[str, Any], *, user=None) -> TradingSession:
     if errors:
         summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
         raise InvalidInput(f"The session cannot be created: {summary}", code="invalid", errors=errors)
+    session = form.save(commit=False)
+    try:
+        with transaction.atomic():
+            if not session.session_id:
+                session.session_id = unique_session_id(session.name)
+            session.cash = session.starting_cash
+            session.save(force_insert=True)
+    except IntegrityError:
+        # Another request took the id between the check and the insert.
+        raise InvalidInput(
+            f"A session with id {session.session_id!r} exists already.",
+            code="invalid",
+            errors=[{"field": "session_id", "reason": "This id was taken a moment ago; try again."}],
+        ) from None
     with transaction.atomic():
-        session = form.save(commit=False)
-        if not session.session_id:
-            session.session_id = unique_session_id(session.name)
-        session.cash = session.starting_cash
-        session.save(force_insert=True)
         audit(
             f"{_who(user)} created session {session.session_id} ({session.name})",
             user=user,

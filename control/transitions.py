@@ -97,16 +97,6 @@ _SESSION_RULES: dict[str, dict[str, str | None]] = {
     },
 }
 
-# A request the loop has not acknowledged yet (desired changed, status not yet): the
-# second click says so instead of asking again.
-_PENDING = {
-    ("pause", Desired.PAUSED): "{name} is already pausing; it confirms within one tick.",
-    ("resume", Desired.RUNNING): "{name} is already resuming; it confirms within one tick.",
-    ("pause", Desired.STOPPED): "{name} is stopping. Only a running session can be paused.",
-    ("resume", Desired.STOPPED): "{name} is stopping. Only a paused session can be resumed.",
-}
-
-
 def check_session(action: str, session) -> None:
     """Raise TransitionRefused unless `action` is allowed for `session` now."""
     name = f"Session {session.session_id}"
@@ -114,13 +104,18 @@ def check_session(action: str, session) -> None:
         raise TransitionRefused(f"{name} is archived; it keeps its history but cannot be started.")
     if action == "stop" and session.status == Status.STOPPED and session.desired_state != Desired.STOPPED:
         return  # being restarted by the reconciler: a stop cancels that
-    pending = _PENDING.get((action, session.desired_state))
-    if (
-        pending
-        and session.status in (Status.RUNNING, Status.PAUSED)
-        and ((action == "pause") == (session.status == Status.RUNNING))
-    ):
-        raise TransitionRefused(pending.format(name=name))
+    # A pause or resume the loop has not confirmed yet: the opposite request cancels it,
+    # the same request again is refused with what is happening.
+    if session.status == Status.RUNNING and session.desired_state == Desired.PAUSED:
+        if action == "resume":
+            return
+        if action == "pause":
+            raise TransitionRefused(f"{name} is already pausing; it confirms within one tick.")
+    if session.status == Status.PAUSED and session.desired_state == Desired.RUNNING:
+        if action == "pause":
+            return
+        if action == "resume":
+            raise TransitionRefused(f"{name} is already resuming; it confirms within one tick.")
     sentence = _SESSION_RULES[action].get(session.status, f"{name} cannot {action} while {session.status}.")
     if sentence is not None:
         raise TransitionRefused(sentence.format(name=name))

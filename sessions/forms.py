@@ -13,6 +13,8 @@ from agents.models import Agent
 from sessions.models import TradingSession
 
 SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
+# Literal paths under /api/paper-trading/sessions/ that an id must not shadow.
+RESERVED_IDS = {"pause-all", "resume-all"}
 MAX_SYMBOLS = 20
 
 
@@ -93,6 +95,8 @@ class SessionCreateForm(forms.ModelForm):
 
     def clean_session_id(self) -> str:
         session_id = self.cleaned_data.get("session_id") or ""
+        if session_id in RESERVED_IDS:
+            raise ValidationError(f"{session_id!r} is reserved (it is an API path); choose another id.")
         if session_id and TradingSession.objects.filter(pk=session_id).exists():
             raise ValidationError(f"A session with id {session_id!r} exists already.")
         return session_id
@@ -161,6 +165,6 @@ def _priced_symbols(execution: Agent) -> set[str]:
 def unique_session_id(name: str) -> str:
     base = (slugify(name) or "session")[:56]
     candidate, n = base, 2
-    while TradingSession.objects.filter(pk=candidate).exists():
+    while candidate in RESERVED_IDS or TradingSession.objects.filter(pk=candidate).exists():
         candidate, n = f"{base}-{n}", n + 1
     return candidate

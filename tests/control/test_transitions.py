@@ -140,3 +140,46 @@ def test_system_stop_is_refused_when_nothing_runs(make_agent):
     make_agent()
     with pytest.raises(TransitionRefused, match="already stopped"):
         services.stop_system()
+
+
+def _session(status: str, desired: str, archived: bool = False):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(session_id="s1", status=status, desired_state=desired, archived=archived)
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "desired", "allowed"),
+    [
+        ("pause", "running", "running", True),
+        ("pause", "paused", "paused", False),
+        ("pause", "ready", "stopped", False),
+        ("pause", "stopped", "stopped", False),
+        ("resume", "running", "running", False),
+        ("resume", "paused", "paused", True),
+        ("start", "ready", "stopped", True),
+        ("start", "stopped", "stopped", True),
+        ("start", "running", "running", False),
+        ("start", "paused", "paused", False),
+        ("stop", "ready", "stopped", False),
+        ("stop", "paused", "paused", True),
+        ("stop", "stopped", "running", True),  # cancels a pending restart
+        # Not yet confirmed by the loop: the opposite request cancels, the same is refused.
+        ("resume", "running", "paused", True),
+        ("pause", "running", "paused", False),
+        ("pause", "paused", "running", True),
+        ("resume", "paused", "running", False),
+    ],
+)
+def test_session_rules(action, status, desired, allowed):
+    from control.transitions import session_can
+
+    assert session_can(action, _session(status, desired)) is allowed
+
+
+def test_an_archived_session_cannot_start():
+    from control.errors import TransitionRefused
+    from control.transitions import check_session
+
+    with pytest.raises(TransitionRefused, match="archived"):
+        check_session("start", _session("stopped", "stopped", archived=True))

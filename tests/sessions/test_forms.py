@@ -56,3 +56,10 @@ def test_no_execution_agent_is_a_field_error(make_agent):
     f = form()
     assert not f.is_valid()
     assert "no enabled execution agent" in " ".join(f.errors["execution_agent"])
+
+
+def test_ids_that_are_api_paths_are_reserved(agents):
+    from sessions.forms import unique_session_id
+
+    assert not form(session_id="pause-all").is_valid()
+    assert unique_session_id("Pause all") == "pause-all-2"
