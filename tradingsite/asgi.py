@@ -12,8 +12,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
-# The websocket routes (live panel, events, log tail) arrive with the live page.
-websocket_urlpatterns: list = []
+from control.routing import websocket_urlpatterns  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

@@ -1,0 +1,123 @@
+// The panel's small amount of behaviour: theme, toasts, relative times, the live socket's
+// state. Everything else is server-rendered HTML swapped in by htmx.
+(function () {
+  "use strict";
+
+  // --- theme: follows the system until the user picks one, then remembers it ---------
+  function applyTheme(theme) {
+    document.documentElement.setAttribute("data-bs-theme", theme);
+    var label = document.getElementById("theme-label");
+    if (label) label.textContent = theme === "dark" ? "Light" : "Dark";
+    document.dispatchEvent(new CustomEvent("themechange", { detail: { theme: theme } }));
+  }
+  function currentTheme() {
+    return document.documentElement.getAttribute("data-bs-theme") || "light";
+  }
+  document.addEventListener("DOMContentLoaded", function () {
+    applyTheme(currentTheme());
+    var toggle = document.getElementById("theme-toggle");
+    if (toggle) {
+      toggle.addEventListener("click", function () {
+        var next = currentTheme() === "dark" ? "light" : "dark";
+        try { localStorage.setItem("theme", next); } catch (e) {}
+        applyTheme(next);
+      });
+    }
+    var media = window.matchMedia("(prefers-color-scheme: dark)");
+    media.addEventListener("change", function (e) {
+      var saved = null;
+      try { saved = localStorage.getItem("theme"); } catch (err) {}
+      if (!saved) applyTheme(e.matches ? "dark" : "light");
+    });
+  });
+
+  // --- toasts: the server sends HX-Trigger: {"toast": {"level", "message"}} ----------
+  var ICONS = { success: "bi-check-circle", danger: "bi-x-octagon", warning: "bi-exclamation-triangle", info: "bi-info-circle" };
+  function toast(level, message) {
+    var box = document.getElementById("toasts");
+    if (!box || !message) return;
+    level = ICONS[level] ? level : "info";
+    var el = document.createElement("div");
+    el.className = "toast align-items-center border-0 text-bg-" + level;
+    el.setAttribute("role", level === "danger" ? "alert" : "status");
+    var body = document.createElement("div");
+    body.className = "d-flex";
+    var text = document.createElement("div");
+    text.className = "toast-body";
+    var icon = document.createElement("i");
+    icon.className = "bi " + ICONS[level] + " me-2";
+    icon.setAttribute("aria-hidden", "true");
+    text.appendChild(icon);
+    text.appendChild(document.createTextNode(message));  // text, never HTML: messages carry user data
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "btn-close btn-close-white me-2 m-auto";
+    close.setAttribute("data-bs-dismiss", "toast");
+    close.setAttribute("aria-label", "Close");
+    body.appendChild(text);
+    body.appendChild(close);
+    el.appendChild(body);
+    box.appendChild(el);
+    var t = bootstrap.Toast.getOrCreateInstance(el, { delay: level === "danger" ? 8000 : 4000 });
+    el.addEventListener("hidden.bs.toast", function () { el.remove(); });
+    t.show();
+  }
+  window.panelToast = toast;
+  document.addEventListener("toast", function (e) {
+    var d = e.detail || {};
+    toast(d.level, d.message);
+  });
+  // A failed request that carries no toast of its own still says something.
+  document.addEventListener("htmx:responseError", function (e) {
+    var xhr = e.detail.xhr;
+    if (xhr && xhr.getResponseHeader("HX-Trigger")) return;
+    toast("danger", "The request failed (" + (xhr ? xhr.status : "?") + "). Nothing was changed.");
+  });
+  document.addEventListener("htmx:sendError", function () {
+    toast("danger", "The server did not answer. Check that the panel is running.");
+  });
+
+  // --- relative times: <time data-ago datetime="ISO"> ticks every second ------------
+  function ago(seconds) {
+    if (seconds < 0) seconds = 0;
+    if (seconds < 60) return Math.floor(seconds) + " s ago";
+    if (seconds < 3600) return Math.floor(seconds / 60) + " min ago";
+    if (seconds < 86400) return Math.floor(seconds / 3600) + " h ago";
+    return Math.floor(seconds / 86400) + " d ago";
+  }
+  function tick() {
+    var now = Date.now();
+    document.querySelectorAll("time[data-ago]").forEach(function (el) {
+      var t = Date.parse(el.getAttribute("datetime"));
+      if (!isNaN(t)) el.textContent = ago((now - t) / 1000);
+    });
+  }
+  setInterval(tick, 1000);
+  document.addEventListener("htmx:afterSettle", tick);
+  document.addEventListener("DOMContentLoaded", tick);
+
+  // --- the live socket: say when it is down, resync when it is back ------------------
+  function indicator(state) {
+    var el = document.getElementById("live-indicator");
+    if (!el) return;
+    el.hidden = false;
+    if (state === "open") {
+      el.className = "badge text-bg-success";
+      el.innerHTML = '<i class="bi bi-broadcast" aria-hidden="true"></i> Live';
+    } else {
+      el.className = "badge text-bg-warning";
+      el.innerHTML = '<i class="bi bi-wifi-off" aria-hidden="true"></i> Reconnecting…';
+    }
+  }
+  var wasClosed = false;
+  document.addEventListener("htmx:wsOpen", function () {
+    indicator("open");
+    if (wasClosed) {
+      // Pushes may have been missed while the socket was down: re-fetch what may be stale.
+      document.body.dispatchEvent(new CustomEvent("resync"));
+      wasClosed = false;
+    }
+  });
+  document.addEventListener("htmx:wsClose", function () { wasClosed = true; indicator("closed"); });
+  document.addEventListener("htmx:wsError", function () { wasClosed = true; indicator("closed"); });
+})();
