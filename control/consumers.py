@@ -1,13 +1,48 @@
-"""Placeholder: the live panel consumers are being written."""
+"""The panel's websockets: /ws/control/ (HTML for htmx) and /ws/events/ (JSON for programs).
 
-from channels.generic.websocket import WebsocketConsumer
+Both only listen to the per-process hub (control.live); they never query on their own.
+Anonymous connections are refused (closed with 4401).
+"""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from control.live import hub
+
+UNAUTHENTICATED = 4401
 
 
-class ControlConsumer(WebsocketConsumer):
-    def connect(self) -> None:
-        self.close()
+class _HubConsumer(AsyncWebsocketConsumer):
+    wants_html = True
+    fresh = True
+    can_control = False
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=UNAUTHENTICATED)
+            return
+        self.can_control = await database_sync_to_async(user.has_perm)("control.control")
+        await self.accept()
+        hub.join(self)
+
+    async def disconnect(self, code: int) -> None:
+        hub.leave(self)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """The page sends nothing the server needs (htmx may send form values): ignored."""
+
+    async def deliver(self, text: str) -> None:
+        await self.send(text_data=text)
 
 
-class EventsConsumer(WebsocketConsumer):
-    def connect(self) -> None:
-        self.close()
+class ControlConsumer(_HubConsumer):
+    """Out-of-band swaps of the page's partials, as their objects change."""
+
+
+class EventsConsumer(_HubConsumer):
+    """`{"type": "agent.status|session.status|system.status|trade|metrics|alert", "data", "ts", "seq"}`."""
+
+    wants_html = False

@@ -107,9 +107,14 @@ def score(checks: dict[str, dict], host: dict[str, float], stale: int) -> int:
     return max(0, min(100, int(value)))
 
 
+def cached_health(max_age_seconds: float = 5.0) -> dict[str, Any]:
+    """The health report, recomputed at most every few seconds (the page and status poll it)."""
+    return cache.get_or_set("control:health", health, max_age_seconds)
+
+
 def cached_score(max_age_seconds: float = 5.0) -> int:
     """The health score, recomputed at most every few seconds (status is polled often)."""
-    return cache.get_or_set("control:health-score", lambda: health()["score"], max_age_seconds)
+    return cached_health(max_age_seconds)["score"]
 
 
 def liveness() -> dict[str, Any]:

@@ -55,6 +55,7 @@ def agent_dict(agent: Agent, metrics: dict[str, Any] | None = None) -> dict[str,
         "status_changed_at": agent.status_changed_at,
         "run_id": agent.run_id or None,
         "error_message": agent.error_message or None,
+        "position_y": agent.position_y,
     }
 
 

@@ -203,6 +203,14 @@ def reset_agent_metrics(agent_id: str, *, user=None) -> Agent:
     return agent
 
 
+def reorder_agents(agent_ids: list[str], *, user=None) -> None:
+    """Save the order of cards in a flow column (a drag on the page): top to bottom."""
+    with transaction.atomic():
+        for index, agent_id in enumerate(agent_ids):
+            Agent.objects.filter(pk=agent_id).update(position_y=index)
+        audit(f"{_who(user)} rearranged agents {', '.join(agent_ids)}", user=user, level=10)
+
+
 # --- the system --------------------------------------------------------------------
 
 
@@ -323,6 +331,9 @@ def start_session(session_id: str, *, user=None) -> TradingSession:
             run_id=run_id,
             task_id="",
             error_message="",
+            started_at=timezone.now(),
+            paused_at=None,
+            stopped_at=None,
         )
         if not changed:
             raise TransitionRefused(

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import FileResponse, HttpRequest, JsonResponse
-from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
-from agents.graph import upstream_first
 from agents.models import Agent
 from agents.runtime.logs import log_path, tail
-from control import health, presenters
+from control import health
 from control.auth import request_user
 
 MAX_LINES = 5000
@@ -67,13 +65,3 @@ def agent_logs(request: HttpRequest, agent_id: str):
 def agent_logs_unknown_path(request: HttpRequest, rest: str) -> JsonResponse:
     """Anything else under /system/agents/ (e.g. traversal attempts): a JSON 404."""
     return _json_error(404, "There is no such agent log.", "not_found")
-
-
-def index(request: HttpRequest):
-    """The control panel. (The live panel arrives with issue 4; this lists the truth.)"""
-    agents = presenters.agent_dicts(upstream_first(presenters.agents_queryset()))
-    return render(
-        request,
-        "control/index.html",
-        {"agents": agents, "system": presenters.system_status()},
-    )

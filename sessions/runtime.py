@@ -145,10 +145,9 @@ class SessionLoop(Loop):
 
     def status_fields(self, status: str) -> dict[str, Any]:
         now = timezone.now()
-        if status == Status.RUNNING and not self._started:
-            self._started = True
-            return {"started_at": now, "paused_at": None, "stopped_at": None}
+        # started_at is the person's start (control.services), not this incarnation's.
         if status == Status.RUNNING:
+            self._started = True
             return {"paused_at": None}
         if status == Status.PAUSED:
             return {"paused_at": now}

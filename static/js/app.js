@@ -94,6 +94,7 @@
   }
   setInterval(tick, 1000);
   document.addEventListener("htmx:afterSettle", tick);
+  document.addEventListener("htmx:oobAfterSwap", tick);
   document.addEventListener("DOMContentLoaded", tick);
 
   // --- the live socket: say when it is down, resync when it is back ------------------

@@ -1,0 +1,333 @@
+"""The live page: one hub per web process fans the truth out to every open socket.
+
+Every SWEEP_SECONDS the hub reads what the page shows (control.page: a fixed number of
+queries and Redis round trips, whatever the number of agents and sessions), compares each
+part with what it pushed last, and re-renders only the parts that changed: the same
+partials the page was first rendered with, sent as out-of-band swaps on /ws/control/, and
+as JSON events on /ws/events/. An object changing 50 times a second is therefore pushed
+at most 1/SWEEP_SECONDS times a second (coalescing), and the runtime never has to know
+about the page (DESIGN.md: the runtime does not import control).
+
+Nothing is lost for good: a socket that drops reconnects and the page re-fetches every
+part (GET /ui/panel); a new socket first gets every part as the hub last rendered it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.core.serializers.json import DjangoJSONEncoder
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from control import page
+from control.templatetags.panel import json_script_safe
+from sessions.models import Fill
+
+log = logging.getLogger(__name__)
+
+SWEEP_SECONDS = 0.3
+TEMPLATE = "control/index.html"
+
+
+def _digest(value: Any) -> str:
+    return hashlib.blake2b(
+        json.dumps(value, cls=DjangoJSONEncoder, sort_keys=True).encode(), digest_size=12
+    ).hexdigest()
+
+
+def _card_fingerprint(card: page.AgentCard) -> str:
+    # last_active / last_heartbeat move every tick: they travel in the cheap "live-times"
+    # map instead of re-rendering the card. Counters show only through the summary.
+    shown = {k: v for k, v in card.agent.items() if k not in ("last_active", "last_heartbeat", "metrics")}
+    return _digest([shown, card.summary, card.log_lines, card.can_start, card.can_stop])
+
+
+@dataclass
+class Frame:
+    """One sweep's changes: html per permission level, and JSON events."""
+
+    # One websocket message per part: htmx parses each message as one fragment, and a
+    # table row only survives HTML parsing when it comes first (DOM of <template>).
+    html: dict[bool, list[str]] = field(default_factory=dict)
+    full: dict[bool, list[str]] = field(default_factory=dict)  # every part, for new listeners
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Listener:
+    """What the hub needs of a consumer."""
+
+    can_control: bool
+    wants_html: bool
+    fresh: bool  # joined since the last sweep: gets every part once
+
+    async def deliver(self, text: str) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.listeners: set[Listener] = set()
+        self._task: asyncio.Task | None = None
+        self.seq = 0
+        self._prints: dict[str, str] = {}  # dom id (or event key) -> fingerprint
+        self._agent_ids: tuple[str, ...] | None = None
+        self._session_ids: tuple[str, ...] | None = None
+        self._status: dict[str, tuple[str, str]] = {}  # "agent:<id>" -> (status, desired)
+        self._feed_after: int | None = None
+        self._fills_after = timezone.now()
+        self._edge_counts: dict[tuple[str, str], tuple[int, float]] = {}
+        self._rates: dict[tuple[str, str], float] = {}
+
+    # --- listeners ------------------------------------------------------------------
+
+    def join(self, listener: Listener) -> None:
+        listener.fresh = True
+        self.listeners.add(listener)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def leave(self, listener: Listener) -> None:
+        self.listeners.discard(listener)
+        if not self.listeners and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while self.listeners:
+            started = time.monotonic()
+            try:
+                html = [item for item in self.listeners if item.wants_html]
+                levels = {item.can_control for item in html}
+                fresh = {item.can_control for item in html if item.fresh}
+                events = any(not item.wants_html for item in self.listeners)
+                frame = await database_sync_to_async(self.sweep)(levels, fresh, events)
+                await self._deliver(frame)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failed sweep must not end the live page; try again
+                log.exception("live sweep failed")
+            # At most half the time sweeping: with many agents the page updates a little
+            # less often rather than the web process spending all its time here.
+            elapsed = time.monotonic() - started
+            await asyncio.sleep(max(SWEEP_SECONDS - elapsed, elapsed))
+
+    async def _deliver(self, frame: Frame) -> None:
+        for listener in list(self.listeners):
+            try:
+                if listener.wants_html:
+                    if listener.fresh and listener.can_control in frame.full:
+                        listener.fresh = False
+                        parts = frame.full[listener.can_control]
+                    else:
+                        parts = frame.html.get(listener.can_control, [])
+                    for text in parts:
+                        await listener.deliver(text)
+                else:
+                    for event in frame.events:
+                        await listener.deliver(json.dumps(event, cls=DjangoJSONEncoder))
+            except Exception:  # a closed socket: its disconnect handler removes it
+                log.debug("could not deliver to a listener", exc_info=True)
+
+    # --- the sweep (sync: database and Redis) ------------------------------------------
+
+    def sweep(self, levels: set[bool], fresh: set[bool], with_events: bool) -> Frame:
+        self.seq += 1
+        frame = Frame()
+        changed: dict[str, tuple[str, dict[str, Any]]] = {}  # dom id -> (partial name, context)
+
+        panel = page.system_panel()
+        system_print = _digest(
+            {k: v for k, v in panel.items() if k not in ("system", "health")}
+            | {
+                "status": panel["system"]["status"],
+                "agents": panel["system"]["agents"],
+                "sessions": panel["system"]["sessions"],
+                "checks": {k: v.get("ok") for k, v in panel["health"].get("checks", {}).items()},
+            }
+        )
+        self._note(changed, "system-panel", system_print, "system-panel", panel)
+
+        cards = page.agent_cards()
+        agent_ids = tuple(c.agent_id for c in cards)
+        if agent_ids != self._agent_ids:
+            # Agents came or went: the whole grid, once.
+            self._agent_ids = agent_ids
+            for dom_id in [d for d in self._prints if d.startswith("agent-")]:
+                self._forget(dom_id)
+            self._note(
+                changed, "flow", _digest(agent_ids), "flow", {"columns": page.columns(cards)}, force=True
+            )
+            for card in cards:
+                self._prints[f"agent-{card.agent_id}"] = _card_fingerprint(card)
+        else:
+            for card in cards:
+                self._note(
+                    changed, f"agent-{card.agent_id}", _card_fingerprint(card), "agent-card", {"card": card}
+                )
+
+        edges = self._with_rates(page.edges(cards))
+        self._note(changed, "edge-data", _digest(edges), "edge-data", {"edges": edges})
+
+        rows = page.session_rows()
+        session_ids = tuple(r.session_id for r in rows)
+        if session_ids != self._session_ids:
+            self._session_ids = session_ids
+            for dom_id in [d for d in self._prints if d.startswith("session-") and d != "session-rows"]:
+                self._forget(dom_id)
+            self._note(
+                changed, "session-rows", _digest(session_ids), "session-rows", {"sessions": rows}, force=True
+            )
+            for row in rows:
+                self._prints[f"session-{row.session_id}"] = _digest([row.session, row.can])
+        else:
+            for row in rows:
+                self._note(
+                    changed,
+                    f"session-{row.session_id}",
+                    _digest([row.session, row.can]),
+                    "session-row",
+                    {"row": row},
+                )
+
+        times = self._times(cards)
+        feed = self._feed_html() if levels else ""
+        whole = {
+            "system-panel": ("system-panel", panel),
+            "flow": ("flow", {"columns": page.columns(cards)}),
+            "edge-data": ("edge-data", {"edges": edges}),
+            "session-rows": ("session-rows", {"sessions": rows}),
+        }
+        for can_control in levels:
+            parts = [self._render(name, context, can_control) for name, context in changed.values()]
+            frame.html[can_control] = [*parts, times, *([feed] if feed else [])]
+        for can_control in fresh:
+            parts = [self._render(name, context, can_control) for name, context in whole.values()]
+            frame.full[can_control] = [*parts, times]
+        if with_events:
+            frame.events = self._events(panel, cards, rows)
+        return frame
+
+    @staticmethod
+    def _render(name: str, context: dict[str, Any], can_control: bool) -> str:
+        # Stripped: whitespace between fragments would reach htmx as nameless swap targets.
+        return render_to_string(f"{TEMPLATE}#{name}", {**context, "oob": True, "can_control": can_control}).strip()
+
+    def _note(
+        self,
+        changed: dict[str, Any],
+        dom_id: str,
+        fingerprint: str,
+        partial: str,
+        context: dict[str, Any],
+        force: bool = False,
+    ) -> None:
+        if force or self._prints.get(dom_id) != fingerprint:
+            self._prints[dom_id] = fingerprint
+            changed[dom_id] = (partial, context)
+
+    def _forget(self, dom_id: str) -> None:
+        self._prints.pop(dom_id, None)
+
+    def _times(self, cards: list[page.AgentCard]) -> str:
+        times = {
+            f"agent-{c.agent_id}": c.agent["last_active"].isoformat()
+            for c in cards
+            if c.agent.get("last_active") is not None
+        }
+        body = json_script_safe(times)
+        return (
+            f'<script type="application/json" id="live-times" hx-swap-oob="true" data-seq="{self.seq}">'
+            f"{body}</script>"
+        )
+
+    def _with_rates(self, edges: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Messages per second along each edge, from the growth of the consumer's counter."""
+        now = time.monotonic()
+        out = []
+        for edge in edges:
+            key = (edge["from"], edge["to"])
+            previous = self._edge_counts.get(key)
+            if previous is not None and now - previous[1] >= 2.0:
+                count, at = previous
+                self._rates[key] = max(0.0, (edge["count"] - count) / (now - at))
+                self._edge_counts[key] = (edge["count"], now)
+            elif previous is None:
+                self._edge_counts[key] = (edge["count"], now)
+            rate = round(self._rates.get(key, 0.0), 1)
+            out.append({**edge, "rate": rate, "live": rate > 0 and edge["consumer_running"]})
+        return out
+
+    def _feed_html(self) -> str:
+        """New activity entries, appended to the feed."""
+        if self._feed_after is None:
+            self._feed_after = page.newest_feed_id()
+            return ""
+        entries = page.feed_entries(after=self._feed_after)
+        if not entries:
+            return ""
+        self._feed_after = entries[-1]["id"]
+        items = "".join(render_to_string(f"{TEMPLATE}#feed-item", {"item": item}).strip() for item in entries)
+        return f'<div id="feed-items" hx-swap-oob="beforeend">{items}</div>'
+
+    # --- JSON events (/ws/events/) -------------------------------------------------------
+
+    def _events(
+        self, panel: dict[str, Any], cards: list[page.AgentCard], rows: list[page.SessionRow]
+    ) -> list[dict]:
+        now = timezone.now().isoformat()
+        events: list[dict[str, Any]] = []
+
+        def changed(key: str, status: str, desired: str) -> bool:
+            before = self._status.get(key)
+            self._status[key] = (status, desired)
+            return before is not None and before != (status, desired)
+
+        if changed("system", panel["system"]["status"], ""):
+            events.append({"type": "system.status", "data": {"status": panel["system"]["status"]}, "ts": now})
+        for card in cards:
+            a = card.agent
+            if changed(f"agent:{card.agent_id}", a["status"], a["desired_state"]):
+                data = {k: a[k] for k in ("agent_id", "status", "desired_state", "error_message")}
+                events.append({"type": "agent.status", "data": data, "ts": now})
+        for row in rows:
+            s = row.session
+            if changed(f"session:{row.session_id}", s["status"], s["desired_state"]):
+                data = {k: s[k] for k in ("session_id", "status", "desired_state", "error_message")}
+                events.append({"type": "session.status", "data": data, "ts": now})
+            metrics = {k: s[k] for k in ("equity", "pnl", "pnl_pct", "trades", "cash")}
+            key = f"metrics:{row.session_id}"
+            if self._prints.get(key) != _digest(metrics):
+                if key in self._prints:
+                    events.append(
+                        {"type": "metrics", "data": {"session_id": row.session_id, **metrics}, "ts": now}
+                    )
+                self._prints[key] = _digest(metrics)
+        fills = list(Fill.objects.filter(ts__gt=self._fills_after).order_by("ts")[:500])
+        if fills:
+            self._fills_after = fills[-1].ts
+            from control.presenters import fill_dict
+
+            events.extend(
+                {"type": "trade", "data": {"session_id": f.session_id, **fill_dict(f)}, "ts": now}
+                for f in fills
+            )
+        alerts = panel["alerts"]
+        key = "alerts"
+        if self._prints.get(key) != _digest(alerts):
+            if key in self._prints:
+                events.extend({"type": "alert", "data": alert, "ts": now} for alert in alerts)
+            self._prints[key] = _digest(alerts)
+        for event in events:
+            event["seq"] = self.seq
+        return events
+
+
+hub = Hub()

@@ -1,0 +1,262 @@
+"""The panel's own endpoints (htmx): each calls control.services and answers with the
+partial of what it changed, plus a toast (HX-Trigger). Refusals keep their HTTP status
+(409, 403, 503...) and say their sentence in the toast; nothing is swapped then."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.views.decorators.http import require_GET, require_POST
+
+from agents.models import Agent
+from control import page, services
+from control.auth import require_control
+from control.errors import InvalidInput, ServiceError
+from sessions.forms import SessionCreateForm
+
+TEMPLATE = "control/index.html"
+
+
+def can_control(request: HttpRequest) -> bool:
+    return request.user.has_perm("control.control")
+
+
+def index(request: HttpRequest) -> HttpResponse:
+    context = {**page.index_context(), "form": SessionCreateForm(), "can_control": can_control(request)}
+    return render(request, TEMPLATE, context)
+
+
+def _partial(request: HttpRequest, name: str, context: dict[str, Any], status: int = 200) -> HttpResponse:
+    context = {"can_control": can_control(request), **context}
+    return HttpResponse(render_to_string(f"{TEMPLATE}#{name}", context, request=request), status=status)
+
+
+def _toast(response: HttpResponse, level: str, message: str) -> HttpResponse:
+    response["HX-Trigger"] = json.dumps({"toast": {"level": level, "message": message}})
+    return response
+
+
+def _act(
+    request: HttpRequest, action: Callable[[], Any], done: str, render_after: Callable[[], HttpResponse]
+) -> HttpResponse:
+    """Run a control action; answer with the re-rendered partial and a toast either way."""
+    try:
+        require_control(request.user)
+        action()
+    except ServiceError as exc:
+        return _toast(render_after_status(render_after, exc.status), "danger", exc.detail)
+    return _toast(render_after(), "success", done)
+
+
+def render_after_status(render_after: Callable[[], HttpResponse], status: int) -> HttpResponse:
+    response = render_after()
+    response.status_code = status
+    return response
+
+
+# --- the system ----------------------------------------------------------------------
+
+
+def _system_panel(request: HttpRequest) -> Callable[[], HttpResponse]:
+    return lambda: _partial(request, "system-panel", page.system_panel())
+
+
+def _bulk_message(verb: str, result: services.BulkResult) -> str:
+    message = f"{verb} {len(result.changed)}."
+    if result.skipped:
+        message += f" Skipped {len(result.skipped)}: {result.skipped[0]['reason']}"
+    return message
+
+
+@require_POST
+def system_start(request: HttpRequest) -> HttpResponse:
+    out: dict[str, Any] = {}
+    response = _act(
+        request,
+        lambda: out.setdefault("r", services.start_system(user=request.user)),
+        "",
+        _system_panel(request),
+    )
+    if "r" in out:
+        _toast(response, "success", _bulk_message("Starting the system: started", out["r"]))
+    return response
+
+
+@require_POST
+def system_stop(request: HttpRequest) -> HttpResponse:
+    out: dict[str, Any] = {}
+    response = _act(
+        request,
+        lambda: out.setdefault("r", services.stop_system(user=request.user)),
+        "",
+        _system_panel(request),
+    )
+    if "r" in out:
+        _toast(response, "success", _bulk_message("Stopping the system: stopped", out["r"]))
+    return response
+
+
+@require_POST
+def sessions_pause_all(request: HttpRequest) -> HttpResponse:
+    return _bulk_sessions(request, services.pause_all_sessions, "Paused")
+
+
+@require_POST
+def sessions_resume_all(request: HttpRequest) -> HttpResponse:
+    return _bulk_sessions(request, services.resume_all_sessions, "Resumed")
+
+
+def _bulk_sessions(request: HttpRequest, action, verb: str) -> HttpResponse:
+    out: dict[str, Any] = {}
+    response = _act(
+        request, lambda: out.setdefault("r", action(user=request.user)), "", _system_panel(request)
+    )
+    if "r" in out:
+        result = out["r"]
+        level = "success" if result.changed else "warning"
+        _toast(response, level, _bulk_message(f"{verb} sessions:", result))
+    return response
+
+
+# --- agents ----------------------------------------------------------------------------
+
+
+def _agent_card(request: HttpRequest, agent_id: str) -> Callable[[], HttpResponse]:
+    def render_card() -> HttpResponse:
+        cards = page.agent_cards([agent_id])
+        if not cards:
+            return HttpResponse("", status=404)
+        return _partial(request, "agent-card", {"card": cards[0]})
+
+    return render_card
+
+
+@require_POST
+def agent_start(request: HttpRequest, agent_id: str) -> HttpResponse:
+    return _act(
+        request,
+        lambda: services.start_agent(agent_id, user=request.user),
+        f"Starting agent {agent_id}.",
+        _agent_card(request, agent_id),
+    )
+
+
+@require_POST
+def agent_stop(request: HttpRequest, agent_id: str) -> HttpResponse:
+    return _act(
+        request,
+        lambda: services.stop_agent(agent_id, user=request.user),
+        f"Stopping agent {agent_id}.",
+        _agent_card(request, agent_id),
+    )
+
+
+@require_POST
+def agents_order(request: HttpRequest) -> HttpResponse:
+    """Save the order of the cards in a column after a drag: `order` = ids top to bottom."""
+    try:
+        require_control(request.user)
+        ids = [i for i in request.POST.get("order", "").split(",") if i]
+        if not ids or len(ids) > 1000:
+            raise InvalidInput("Send the column's agent ids, top to bottom, as order=a,b,c.")
+        known = set(Agent.objects.filter(pk__in=ids).values_list("agent_id", flat=True))
+        unknown = [i for i in ids if i not in known]
+        if unknown:
+            raise InvalidInput(f"Unknown agent ids: {', '.join(unknown[:5])}.")
+        services.reorder_agents(ids, user=request.user)
+    except ServiceError as exc:
+        return _toast(HttpResponse("", status=exc.status), "danger", exc.detail)
+    return HttpResponse(status=204)
+
+
+# --- sessions --------------------------------------------------------------------------
+
+SESSION_ACTIONS = {
+    "start": (services.start_session, "Starting session {}."),
+    "stop": (services.stop_session, "Stopping session {}."),
+    "pause": (services.pause_session, "Pausing session {}: no new orders from now on."),
+    "resume": (services.resume_session, "Resuming session {}."),
+}
+
+
+@require_POST
+def session_action(request: HttpRequest, session_id: str, action: str) -> HttpResponse:
+    if action not in SESSION_ACTIONS:
+        return _toast(HttpResponse("", status=404), "danger", f"There is no session action {action!r}.")
+    fn, done = SESSION_ACTIONS[action]
+
+    def render_row() -> HttpResponse:
+        rows = page.session_rows([session_id])
+        if not rows:
+            return HttpResponse("", status=404)
+        return _partial(request, "session-row", {"row": rows[0]})
+
+    return _act(request, lambda: fn(session_id, user=request.user), done.format(session_id), render_row)
+
+
+@require_POST
+def session_new(request: HttpRequest) -> HttpResponse:
+    """Create a session from the form; field errors are shown in place."""
+    data = {k: v for k, v in request.POST.items() if k != "csrfmiddlewaretoken"}
+    # Unticked checkboxes are absent from a form post; the API takes them as false.
+    for name in ("flatten_on_stop", "slippage_size_scaled"):
+        data[name] = name in request.POST
+    try:
+        require_control(request.user)
+        session = services.create_session(data, user=request.user)
+    except InvalidInput as exc:
+        form = SessionCreateForm(data=data)
+        form.is_valid()
+        for error in exc.errors or []:
+            if error["field"] in form.fields and error["field"] not in form.errors:
+                form.add_error(error["field"], error["reason"])
+        response = _partial(request, "session-form", {"form": form}, status=422)
+        return _toast(response, "danger", "The session was not created: see the fields marked in red.")
+    except ServiceError as exc:
+        return _toast(
+            _partial(request, "session-form", {"form": SessionCreateForm(data=data)}, exc.status),
+            "danger",
+            exc.detail,
+        )
+    response = _partial(request, "session-form", {"form": SessionCreateForm()})
+    # The new row joins the table now; the live push keeps it fresh afterwards.
+    rows = render_to_string(
+        f"{TEMPLATE}#session-rows",
+        {"sessions": page.session_rows(), "oob": True, "can_control": can_control(request)},
+        request=request,
+    )
+    response.content += rows.encode()
+    return _toast(
+        response, "success", f"Created session {session.session_id} ({session.name}). Start it when ready."
+    )
+
+
+# --- reads -----------------------------------------------------------------------------
+
+
+@require_GET
+def feed(request: HttpRequest) -> HttpResponse:
+    """Feed entries: ?before=<id> for older ones; ?level= and ?source= filter."""
+    before = request.GET.get("before")
+    entries = page.feed_entries(
+        before=int(before) if before and before.isdigit() else None,
+        level=request.GET.get("level", ""),
+        source=request.GET.get("source", ""),
+    )
+    html = "".join(render_to_string(f"{TEMPLATE}#feed-item", {"item": item}) for item in entries)
+    return HttpResponse(html)
+
+
+@require_GET
+def panel(request: HttpRequest) -> HttpResponse:
+    """Every live part at once, as out-of-band swaps: what the page fetches after its
+    socket was down (pushes may have been missed)."""
+    context = {**page.index_context(), "oob": True, "can_control": can_control(request)}
+    parts = ["system-panel", "flow", "edge-data", "session-rows"]
+    html = "".join(render_to_string(f"{TEMPLATE}#{name}", context, request=request) for name in parts)
+    return HttpResponse(html)
