@@ -1,0 +1,119 @@
+"""The panel's websockets through the project's own routing (channels' communicator).
+
+Transactional: the hub reads the database from another thread. No sleeps: each receive
+has a deadline, and the hub pushes within a sweep or two.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.routing import URLRouter
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth.models import AnonymousUser
+
+from agents.models import Agent
+from agents.states import Status
+from control.live import hub
+from control.routing import websocket_urlpatterns
+
+pytestmark = pytest.mark.django_db(transaction=True)
+DEADLINE = 5
+
+
+def communicator(path: str, user) -> WebsocketCommunicator:
+    app = URLRouter(websocket_urlpatterns)
+    ws = WebsocketCommunicator(app, path)
+    ws.scope["user"] = user
+    return ws
+
+
+async def receive_until(ws: WebsocketCommunicator, predicate, deadline: float = DEADLINE) -> str:
+    """Messages until one satisfies `predicate`; fails after `deadline` seconds of silence."""
+    while True:
+        message = await ws.receive_from(timeout=deadline)
+        if predicate(message):
+            return message
+
+
+@pytest.mark.parametrize("path", ["/ws/control/", "/ws/events/"])
+def test_anonymous_sockets_are_refused(path):
+    async def scenario():
+        ws = communicator(path, AnonymousUser())
+        connected, code = await ws.connect()
+        assert not connected and code == 4401
+        assert not hub.listeners
+
+    async_to_sync(scenario)()
+
+
+def test_a_new_socket_gets_every_part_then_the_card_that_changes(operator, make_agent):
+    make_agent("feed")
+
+    async def scenario():
+        ws = communicator("/ws/control/", operator)
+        connected, _ = await ws.connect()
+        assert connected
+        seen = set()
+        while not {"system-panel", "flow", "edge-data", "session-rows"} <= seen:
+            message = await ws.receive_from(timeout=DEADLINE)
+            seen.add(message.split('id="', 1)[1].split('"', 1)[0])
+        assert hub.listeners
+        # The loop writes a new status: the card is pushed, as an out-of-band swap.
+        await sync_to_async(Agent.objects.filter(pk="feed").update)(status=Status.ERROR, error_message="boom")
+        got: dict[str, str] = {}
+        while len(got) < 2:
+            message = await ws.receive_from(timeout=DEADLINE)
+            if message.startswith('<article id="agent-feed"') and "status-error" in message:
+                got["card"] = message
+            elif 'id="system-panel"' in message and "in error" in message:
+                got["panel"] = message
+        assert 'hx-swap-oob="true"' in got["card"] and "boom" in got["card"]
+        # The system panel came too, with an alert.
+        assert "Agent feed is in error: boom" in got["panel"]
+        await ws.disconnect()
+        assert not hub.listeners
+
+    async_to_sync(scenario)()
+
+
+def test_the_viewer_gets_disabled_buttons(viewer, make_agent):
+    make_agent("feed")
+
+    async def scenario():
+        ws = communicator("/ws/control/", viewer)
+        await ws.connect()
+        card = await receive_until(ws, lambda m: 'id="agent-feed"' in m or 'id="flow"' in m)
+        start = card.split('data-action="start"')[0].rsplit("<button", 1)[1]
+        assert "disabled" in start
+        await ws.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_programs_get_json_events(operator, make_agent):
+    make_agent("feed")
+
+    async def scenario():
+        ws = communicator("/ws/events/", operator)
+        connected, _ = await ws.connect()
+        assert connected
+        # Wait (with a deadline) for the hub's first look, then change something.
+        for _ in range(100):
+            if hub._status:
+                break
+            await ws.receive_nothing(timeout=0.1)
+        await sync_to_async(Agent.objects.filter(pk="feed").update)(status=Status.RUNNING)
+        event = json.loads(await receive_until(ws, lambda m: json.loads(m)["type"] == "agent.status"))
+        assert event["data"] == {
+            "agent_id": "feed",
+            "status": "running",
+            "desired_state": "stopped",
+            "error_message": None,
+        }
+        assert {"ts", "seq"} <= set(event)
+        await ws.disconnect()
+
+    async_to_sync(scenario)()
