@@ -2,13 +2,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from control import views
+from control import log_pages, views
 from control.api import api
 
 urlpatterns = [
     path("", views.index, name="index"),
     path("healthz", views.healthz, name="healthz"),
     path("system/agents/<str:agent_id>/logs", views.agent_logs, name="agent-logs"),
+    path("system/agents/<str:agent_id>/logs/view", log_pages.agent_log_viewer, name="agent-log-viewer"),
     path("system/agents/<path:rest>", views.agent_logs_unknown_path),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
