@@ -7,8 +7,11 @@ test run: a SQLite file under a temporary folder, a Redis key prefix of its own
 until every agent runs, logs in through the form as a user of its own, and saves
 
     docs/screenshots/main-light.png    docs/screenshots/main-dark.png
+    docs/screenshots/session-details.png
 
-at 1440x900 (the dark one through Chromium's prefers-color-scheme emulation). Then it
+at 1440x900 (the dark one through Chromium's prefers-color-scheme emulation; the session
+details page, light, of the demo session that has traded most, once it has a few fills
+and its charts have data). Then it
 stops the loops, the worker and the server, deletes its Redis keys (only those under its
 prefix) and its temporary folder.
 
@@ -18,6 +21,7 @@ prefix) and its temporary folder.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -42,7 +46,7 @@ def say(message: str) -> None:
     print(f"screenshots: {message}", file=sys.stderr, flush=True)
 
 
-def wait_until(predicate, timeout: float, what: str):
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -50,7 +54,7 @@ def wait_until(predicate, timeout: float, what: str):
             return value
         if time.monotonic() > deadline:
             raise RuntimeError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(interval)
 
 
 class Worker:
@@ -160,14 +164,64 @@ def log_in(page, password: str) -> None:
     page.wait_for_url("**/")
 
 
-def shoot_session_details(page, scheme: str) -> Path | None:
-    """TODO(session details page): the page does not exist yet.
+SESSION_SHOT = "session-details.png"
+SESSION_MIN_FILLS = 2
+# The demo trades a few times a minute per symbol (control/demo.py), the first within a minute.
+SESSION_FILLS_TIMEOUT = 300.0
+# Two minutes of 10 s candles, so the picture shows some history, not a few bars.
+SESSION_MIN_CANDLES = 12
+SESSION_CANDLES_TIMEOUT = 240.0
 
-    When it does, open the first demo session from the main page, wait until its live
-    parts have rendered, and save OUT_DIR / f"session-{scheme}.png" (add the file name to
-    the module docstring). Until then this takes no picture.
+
+def most_traded_session(page) -> str | None:
+    """The id of the demo session with the most fills, once it has SESSION_MIN_FILLS.
+
+    Asked of the API through the logged-in browser: this process cannot use the ORM while
+    Playwright's sync API runs (its event loop makes Django refuse synchronous queries).
     """
-    return None
+    response = page.request.get("/api/paper-trading/sessions")
+    if not response.ok:
+        detail = response.text()[:300]
+        raise RuntimeError(f"GET /api/paper-trading/sessions answered {response.status}: {detail}")
+    sessions = response.json()
+    if not sessions:
+        raise RuntimeError("the demo has no sessions (seed_demo should have made two)")
+    best = max(sessions, key=lambda s: s["trades"])
+    return best["session_id"] if best["trades"] >= SESSION_MIN_FILLS else None
+
+
+def shoot_session_details(page, scheme: str) -> Path | None:
+    """The details page of the demo session that has traded most, light only: once it has
+    SESSION_MIN_FILLS fills and SESSION_MIN_CANDLES candles, after its charts have drawn
+    candles, markers and equity."""
+    if scheme != "light":
+        return None
+    from playwright.sync_api import expect
+
+    say(f"waiting (up to {SESSION_FILLS_TIMEOUT:.0f}s) for a demo session with {SESSION_MIN_FILLS} fills")
+    session_id = wait_until(
+        lambda: most_traded_session(page),
+        SESSION_FILLS_TIMEOUT,
+        f"a demo session with {SESSION_MIN_FILLS} fills",
+        interval=1.0,
+    )
+    page.goto(f"/sessions/{session_id}/")
+    say(f"waiting (up to {SESSION_CANDLES_TIMEOUT:.0f}s) for {SESSION_MIN_CANDLES} candles on {session_id}")
+    page.wait_for_function(
+        "n => [...document.querySelectorAll('[data-chart=candles]')].every(e => +e.dataset.candles >= n)",
+        arg=SESSION_MIN_CANDLES,
+        timeout=SESSION_CANDLES_TIMEOUT * 1000,
+    )
+    nonzero = re.compile(r"^[1-9][0-9]*$")
+    for chart in page.locator('[data-chart="candles"]').all():
+        expect(chart).to_have_attribute("data-markers", nonzero)
+    expect(page.locator('[data-chart="equity"]')).to_have_attribute("data-points", nonzero)
+    expect(page.locator("#fills-table tr.fill-row")).not_to_have_count(0)
+    # The charts paint on the next animation frame after their data arrive.
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    path = OUT_DIR / SESSION_SHOT
+    page.screenshot(path=str(path))
+    return path
 
 
 def take_screenshots(base_url: str, password: str) -> list[Path]:

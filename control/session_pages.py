@@ -1,0 +1,572 @@
+"""The session details page (/sessions/<id>/) and its chart data (/sessions/<id>/chart.json).
+
+The page is server-rendered from control.presenters (the API's own numbers and formats),
+and its live parts are named partials of templates/sessions/detail.html, refreshed by
+htmx every 2 s:
+
+* `?partial=live`: the header's status, the metric cards, positions and open orders, as
+  out-of-band swaps from one read (so the cards and tables come from the same moment);
+* `?partial=fills&offset=N`: one page of the fills, newest first (FILLS_PAGE at a time).
+
+The charts are drawn by static/js/session_detail.js from chart.json: OHLC candles built
+here from the bar messages in the streams of the execution agent's market inputs (the
+prices the paper broker fills at), buy/sell markers at the fills, and the equity curve.
+Times are unix seconds (UTC), as lightweight-charts expects.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import redis
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET
+
+from agents.models import Agent
+from agents.runtime import keys
+from agents.runtime.redis import get_redis
+from agents.states import Status
+from control import presenters
+from control.errors import NotFound
+from sessions.models import EquityPoint, Fill, Side, TradingSession
+
+FILLS_PAGE = 50
+DEFAULT_INTERVAL = 10  # seconds per candle
+MAX_INTERVAL = 86_400
+INTERVAL_CHOICES = [(5, "5 s"), (10, "10 s"), (30, "30 s"), (60, "1 min"), (300, "5 min")]
+MAX_CANDLES = 500  # the newest candles per symbol
+MAX_MARKERS = 1000  # the newest fills marked per symbol
+MAX_EQUITY_POINTS = presenters.MAX_EQUITY_POINTS
+# Streams are read newest first in chunks, and never more than this many entries per
+# producer per request (agent streams are capped near 10,000 entries anyway).
+READ_CHUNK = 1000
+MAX_STREAM_ENTRIES = 20_000
+SOURCE_LOOKBACK = 50  # newest entries looked at to tell where a producer's prices come from
+
+BUY_COLOR = "#26a69a"
+SELL_COLOR = "#ef5350"
+
+# The same icons as the main page (bi-* classes; app.css colours .status-<status>).
+STATUS_ICONS = {
+    Status.RUNNING: "bi-play-circle-fill",
+    Status.PAUSED: "bi-pause-circle-fill",
+    Status.STARTING: "bi-hourglass-split",
+    Status.STOPPING: "bi-hourglass-split",
+    Status.STOPPED: "bi-stop-circle",
+    Status.READY: "bi-circle",
+    Status.ERROR: "bi-exclamation-octagon-fill",
+}
+
+
+class BadParameter(ValueError):
+    pass
+
+
+# --- the page ----------------------------------------------------------------------------
+
+
+@require_GET
+def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
+    """The page, or one of its live partials (`?partial=live` / `?partial=fills`)."""
+    session = (
+        TradingSession.objects.select_related("decision_agent", "execution_agent")
+        .filter(pk=session_id)
+        .first()
+    )
+    partial = request.GET.get("partial")
+    if session is None:
+        return _gone(session_id) if partial else _not_found(request, session_id)
+    try:
+        return _render_detail(request, session, partial)
+    except NotFound:  # deleted between the lookup and the read
+        return _gone(session_id) if partial else _not_found(request, session_id)
+
+
+def _gone(session_id: str) -> HttpResponse:
+    """A poll for a session deleted meanwhile: htmx stops polling on 286; the page is left
+    as it is, and says why once."""
+    response = HttpResponse(status=286)
+    response["HX-Reswap"] = "none"
+    response["HX-Trigger"] = json.dumps(
+        {"toast": {"level": "warning", "message": f"Session {session_id} no longer exists."}}
+    )
+    return response
+
+
+def _not_found(request: HttpRequest, session_id: str) -> HttpResponse:
+    return render(request, "sessions/not_found.html", {"session_id": session_id}, status=404)
+
+
+def _render_detail(request: HttpRequest, session: TradingSession, partial: str | None) -> HttpResponse:
+    offset = _offset(request.GET.get("offset"))
+    try:
+        interval = _interval(request.GET.get("interval"))
+        interval_error = ""
+    except BadParameter as exc:
+        interval, interval_error = DEFAULT_INTERVAL, str(exc)
+
+    if partial == "fills":
+        return render(request, "sessions/detail.html#fills", _fills_context(session, offset, interval))
+    if partial == "live":
+        context = {**_live_context(session), "oob": True}
+        return render(request, "sessions/detail.html#live", context)
+    if partial:
+        return HttpResponse(
+            f"Unknown partial {partial!r}: use 'live' or 'fills'.", status=400, content_type="text/plain"
+        )
+
+    producers = market_producers(session)
+    chart_query = urlencode({"interval": interval})
+    context = {
+        **_live_context(session),
+        **_fills_context(session, offset, interval),
+        "decision_agent": session.decision_agent,
+        "execution_agent": session.execution_agent,
+        "producers": producers,
+        "simulated": producers_simulated(producers),
+        "interval": interval,
+        "interval_error": interval_error,
+        "interval_choices": [
+            (seconds, label, f"?{urlencode({'interval': seconds})}") for seconds, label in INTERVAL_CHOICES
+        ],
+        "chart_url": f"{reverse('session-chart', args=[session.session_id])}?{chart_query}",
+        "live_url": _page_url(session, partial="live"),
+    }
+    return render(request, "sessions/detail.html", context)
+
+
+def _page_url(session: TradingSession, **params: Any) -> str:
+    base = reverse("session-detail", args=[session.session_id])
+    return f"{base}?{urlencode(params)}" if params else base
+
+
+def _offset(raw: str | None) -> int:
+    """?offset= for the fills: a whole number >= 0; anything else is the first page."""
+    try:
+        value = int(raw or 0)
+    except ValueError:
+        return 0
+    return max(value, 0)
+
+
+def _interval(raw: str | None) -> int:
+    if raw in (None, ""):
+        return DEFAULT_INTERVAL
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadParameter(
+            f"The candle interval must be a whole number of seconds (1 to {MAX_INTERVAL}), not {raw!r}."
+        ) from None
+    if not 1 <= value <= MAX_INTERVAL:
+        raise BadParameter(f"The candle interval must be between 1 and {MAX_INTERVAL} seconds, not {value}.")
+    return value
+
+
+def _sign(value: Any) -> int:
+    """-1, 0 or 1 for an amount as the presenters give it (a decimal string or a number)."""
+    if value is None:
+        return 0
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        return 0
+    return (number > 0) - (number < 0)
+
+
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else fraction * 100
+
+
+def _signed_pct(value: float | None) -> str:
+    """2.3 -> "+2.30 %", -0.0048 -> "-0.0048 %" (a small move is not shown as 0.00)."""
+    if value is None:
+        return "–"
+    if value == 0:
+        return "0.00 %"
+    sign = "+" if value > 0 else "-"
+    size = abs(value)
+    return f"{sign}{size:.2f} %" if size >= 0.005 else f"{sign}{size:.2g} %"
+
+
+def _live_context(session: TradingSession) -> dict[str, Any]:
+    """Status, metrics, positions and open orders, read in one transaction by the API's
+    presenter (so they reconcile with each other and with GET /api/.../sessions/<id>).
+    Raises NotFound if the session was deleted meanwhile."""
+    detail = presenters.session_detail(session.session_id)
+    m = detail["metrics"]
+    return {
+        "session": detail,
+        "status_icon": STATUS_ICONS.get(detail["status"], "bi-question-circle"),
+        "metrics": m,
+        "signs": {key: _sign(m.get(key)) for key in ("pnl", "pnl_pct", "realized_pnl", "unrealized_pnl")},
+        "pnl_pct_text": _signed_pct(m.get("pnl_pct")),
+        "percents": {
+            "win_rate": _percent(m.get("win_rate")),
+            "max_drawdown": _percent(m.get("max_drawdown")),
+            "exposure": _percent(m.get("exposure")),
+        },
+        "positions": [{**p, "unrealized_sign": _sign(p["unrealized_pnl"])} for p in detail["positions"]],
+        "open_orders": detail["open_orders"],
+    }
+
+
+@dataclass(frozen=True)
+class PageLink:
+    """A link to another page of fills: `href` for the browser, `hx` for htmx's swap."""
+
+    href: str
+    hx: str
+
+
+def _fills_context(session: TradingSession, offset: int, interval: int) -> dict[str, Any]:
+    page = presenters.session_trades(session.session_id, FILLS_PAGE, offset)
+    items = [{**f, "realized_sign": _sign(f["realized_pnl"])} for f in page["items"]]
+    count = page["count"]
+    keep = {"interval": interval} if interval != DEFAULT_INTERVAL else {}
+
+    def link(at: int) -> PageLink:
+        href = _page_url(session, **({"offset": at} if at else {}), **keep)
+        return PageLink(href=href, hx=_page_url(session, partial="fills", offset=at, **keep))
+
+    return {
+        "fills": {
+            "items": items,
+            "count": count,
+            "offset": offset,
+            "first": offset + 1 if items else 0,
+            "last": offset + len(items),
+            "older": link(offset + FILLS_PAGE) if offset + FILLS_PAGE < count else None,
+            "newest": link(0) if offset > 0 else None,
+            # Only the newest page follows new fills: an older one would shift under the reader.
+            "poll_url": _page_url(session, partial="fills", **keep) if offset == 0 else "",
+        }
+    }
+
+
+# --- market data: where the session's prices come from ---------------------------------
+
+
+def market_producers(session: TradingSession) -> list[str]:
+    """The agents whose streams price this session: its execution agent's inputs (the
+    same producers the session loop reads its prices from)."""
+    if not session.execution_agent_id:
+        return []
+    return sorted(
+        Agent.objects.filter(outputs_to__agent_id=session.execution_agent_id).values_list(
+            "agent_id", flat=True
+        )
+    )
+
+
+def producers_simulated(producers: list[str]) -> bool:
+    """Whether the newest bars of these producers say they are simulated (or, with no bar
+    to look at, the producer is configured to simulate)."""
+    if not producers:
+        return False
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for producer in producers:
+            pipe.xrevrange(keys.stream("agent", producer), count=SOURCE_LOOKBACK)
+        replies = pipe.execute()
+    except redis.RedisError:
+        replies = [[] for _ in producers]
+    seen_bar = False
+    for entries in replies:
+        for _id, fields in entries:
+            data = _message(fields)
+            if data is not None and data.get("type") == "bar":
+                seen_bar = True
+                if data.get("source") == "simulated":
+                    return True
+                break
+    if seen_bar:
+        return False
+    configs = Agent.objects.filter(pk__in=producers).values_list("config", flat=True)
+    return any(isinstance(c, dict) and c.get("source") == "simulated" for c in configs)
+
+
+def _message(fields: dict[str, str]) -> dict[str, Any] | None:
+    try:
+        data = json.loads(fields["data"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _epoch(value: Any) -> float | None:
+    """An ISO 8601 timestamp (naive = UTC) as unix seconds, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.timestamp()
+
+
+@dataclass(frozen=True)
+class Bar:
+    ts: float
+    seq: int  # read order, to keep stream order between bars with the same ts
+    symbol: str
+    open: float
+    high: float
+    low: float
+    close: float
+    source: str
+
+
+def parse_bar(data: dict[str, Any], seq: int = 0) -> Bar | None:
+    """A bar message ({"type": "bar", "ts", "symbol", "open", "high", "low", "close"}) or None."""
+    if data.get("type") != "bar" or not isinstance(data.get("symbol"), str):
+        return None
+    ts = _epoch(data.get("ts"))
+    ohlc = [_number(data.get(k)) for k in ("open", "high", "low", "close")]
+    if ts is None or any(v is None or v <= 0 for v in ohlc):
+        return None
+    o, h, low, c = ohlc
+    return Bar(
+        ts, seq, data["symbol"], o, max(h, o, c, low), min(low, o, c, h), c, str(data.get("source", ""))
+    )
+
+
+@dataclass
+class BarRead:
+    bars: list[Bar] = field(default_factory=list)
+    sources: set[str] = field(default_factory=set)
+    complete: bool = True  # False when reading stopped before the start of the stream
+
+
+def read_bars(
+    client: redis.Redis, producer: str, symbols: set[str], interval: int, since: int | None
+) -> BarRead:
+    """The producer's bars of `symbols`, newest first, read back until
+
+    * with `since` (a candle start): the first bar before it (every candle from `since`
+      on is then complete);
+    * without: every symbol has more than MAX_CANDLES candles (the oldest, perhaps
+      partial, is dropped later), the stream's start, or MAX_STREAM_ENTRIES entries.
+    """
+    out = BarRead()
+    key = keys.stream("agent", producer)
+    buckets: dict[str, set[int]] = {}
+    upper, read, seq = "+", 0, 0
+    while read < MAX_STREAM_ENTRIES:
+        entries = client.xrevrange(key, max=upper, min="-", count=READ_CHUNK)
+        if not entries:
+            return out
+        read += len(entries)
+        oldest_ts: float | None = None
+        for _id, fields in entries:
+            data = _message(fields)
+            bar = parse_bar(data, seq) if data is not None else None
+            seq -= 1  # newest first: older bars get smaller numbers
+            if bar is None:
+                continue
+            oldest_ts = bar.ts if oldest_ts is None else min(oldest_ts, bar.ts)
+            if bar.symbol not in symbols:
+                continue
+            if bar.source:
+                out.sources.add(bar.source)
+            out.bars.append(bar)
+            buckets.setdefault(bar.symbol, set()).add(int(bar.ts // interval) * interval)
+        if len(entries) < READ_CHUNK:
+            return out
+        upper = "(" + entries[-1][0]
+        if since is not None and oldest_ts is not None and oldest_ts < since:
+            return out
+        if since is None and buckets and all(len(b) > MAX_CANDLES for b in buckets.values()):
+            out.complete = False
+            return out
+    out.complete = False
+    return out
+
+
+def build_candles(
+    bars: list[Bar], interval: int, drop_oldest: bool = False, since: int | None = None
+) -> dict[str, list[dict[str, float]]]:
+    """OHLC candles of `interval` seconds per symbol, oldest first, the newest MAX_CANDLES.
+
+    A candle's time is the start of its interval (unix seconds); open is its first bar's
+    open, close its last bar's close, high and low the extremes of its bars. With
+    `drop_oldest` the oldest candle of each symbol is left out (its earlier bars were not
+    read); with `since`, only candles from that time on.
+    """
+    per_symbol: dict[str, dict[int, dict[str, float]]] = {}
+    for bar in sorted(bars, key=lambda b: (b.ts, b.seq)):
+        start = int(bar.ts // interval) * interval
+        candles = per_symbol.setdefault(bar.symbol, {})
+        candle = candles.get(start)
+        if candle is None:
+            candles[start] = {
+                "time": start,
+                "open": bar.open,
+                "high": bar.high,
+                "low": bar.low,
+                "close": bar.close,
+            }
+        else:
+            candle["high"] = max(candle["high"], bar.high)
+            candle["low"] = min(candle["low"], bar.low)
+            candle["close"] = bar.close
+    out = {}
+    for symbol, candles in per_symbol.items():
+        rows = [candles[t] for t in sorted(candles)]
+        if drop_oldest and len(rows) > 1:
+            rows = rows[1:]
+        if since is not None:
+            rows = [c for c in rows if c["time"] >= since]
+        out[symbol] = rows[-MAX_CANDLES:]
+    return out
+
+
+# --- chart.json ----------------------------------------------------------------------------
+
+
+def _json_error(status: int, detail: str, code: str) -> JsonResponse:
+    return JsonResponse({"detail": detail, "code": code}, status=status)
+
+
+@require_GET
+def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
+    """Candles and fill markers per symbol, and the equity curve.
+
+    ?interval= seconds per candle (1..86400, default 10). ?since= unix seconds: only the
+    candles and equity points from then on (`full` false: the page updates its series
+    with them); without it the newest MAX_CANDLES candles and MAX_EQUITY_POINTS points
+    (`full` true). Markers always cover the candle window: the page replaces its markers.
+    """
+    session = (
+        TradingSession.objects.filter(pk=session_id).only("session_id", "symbols", "execution_agent").first()
+    )
+    if session is None:
+        return _json_error(404, f"There is no session with id {session_id!r}.", "not_found")
+    try:
+        interval = _interval(request.GET.get("interval"))
+        since = _since(request.GET.get("since"), interval)
+    except BadParameter as exc:
+        return _json_error(400, str(exc), "bad_request")
+    symbols = [s for s in (session.symbols or []) if isinstance(s, str)]
+    producers = market_producers(session)
+
+    bars: list[Bar] = []
+    sources: set[str] = set()
+    complete = True
+    warning = ""
+    try:
+        client = get_redis()
+        for producer in producers:
+            result = read_bars(client, producer, set(symbols), interval, since)
+            bars += result.bars
+            sources |= result.sources
+            complete = complete and result.complete
+    except redis.RedisError:
+        warning = "Market data is unavailable: Redis does not answer."
+    if not producers:
+        warning = (
+            "This session has no execution agent with a market data input: there are no prices to chart."
+        )
+    candles = build_candles(bars, interval, drop_oldest=not complete and since is None, since=since)
+
+    windows = {}
+    for symbol in symbols:
+        rows = candles.get(symbol) or []
+        if since is not None:
+            windows[symbol] = since - MAX_CANDLES * interval
+        elif rows:
+            windows[symbol] = rows[0]["time"]
+    return JsonResponse(
+        {
+            "session_id": session.session_id,
+            "interval": interval,
+            "full": since is None,
+            "symbols": symbols,
+            "simulated": "simulated" in sources,
+            "sources": sorted(sources),
+            "candles": {symbol: candles.get(symbol, []) for symbol in symbols},
+            "markers": fill_markers(session.session_id, symbols, interval, windows),
+            "equity": equity_points(session.session_id, since),
+            "warning": warning or None,
+            "generated_at": time.time(),
+        }
+    )
+
+
+def _since(raw: str | None, interval: int) -> int | None:
+    if raw in (None, ""):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise BadParameter(f"'since' must be unix seconds (a number of 0 or more), not {raw!r}.")
+    return int(value)
+
+
+def fill_markers(
+    session_id: str, symbols: list[str], interval: int, windows: dict[str, int]
+) -> dict[str, list[dict[str, Any]]]:
+    """A marker per fill in each symbol's candle window, at its candle: buys an arrow up
+    below the bar, sells an arrow down above it, labelled "B 0.015" / "S 0.015"."""
+    out: dict[str, list[dict[str, Any]]] = {symbol: [] for symbol in symbols}
+    for symbol, start in windows.items():
+        fills = (
+            Fill.objects.filter(
+                session_id=session_id, symbol=symbol, ts__gte=datetime.fromtimestamp(start, UTC)
+            )
+            .order_by("-ts", "-fill_id")
+            .values_list("fill_id", "side", "quantity", "price", "ts")[:MAX_MARKERS]
+        )
+        markers = []
+        for fill_id, side, qty, price, ts in reversed(list(fills)):
+            buy = side == Side.BUY
+            markers.append(
+                {
+                    "id": fill_id,
+                    "time": int(ts.timestamp() // interval) * interval,
+                    "side": side,
+                    "position": "belowBar" if buy else "aboveBar",
+                    "shape": "arrowUp" if buy else "arrowDown",
+                    "color": BUY_COLOR if buy else SELL_COLOR,
+                    "text": f"{'B' if buy else 'S'} {presenters.quantity(qty)}",
+                    "price": presenters.amount(price),
+                }
+            )
+        out[symbol] = markers
+    return out
+
+
+def equity_points(session_id: str, since: int | None) -> list[dict[str, float]]:
+    """The equity curve, oldest first, one point per second (the last of that second):
+    the newest MAX_EQUITY_POINTS, or those from `since` on."""
+    rows = EquityPoint.objects.filter(session_id=session_id)
+    if since is not None:
+        rows = rows.filter(ts__gte=datetime.fromtimestamp(since, UTC))
+    newest = rows.order_by("-ts", "-id").values_list("ts", "equity")[:MAX_EQUITY_POINTS]
+    by_second: dict[int, float] = {}
+    for ts, equity in reversed(list(newest)):
+        by_second[int(ts.timestamp())] = float(equity)
+    return [{"time": t, "value": v} for t, v in sorted(by_second.items())]
