@@ -49,6 +49,7 @@ MAX_EQUITY_POINTS = presenters.MAX_EQUITY_POINTS
 # Streams are read newest first in chunks, and never more than this many entries per
 # producer per request (agent streams are capped near 10,000 entries anyway).
 READ_CHUNK = 1000
+SINCE_CHUNK = 200  # a poll with ?since= needs only the newest few entries
 MAX_STREAM_ENTRIES = 20_000
 SOURCE_LOOKBACK = 50  # newest entries looked at to tell where a producer's prices come from
 
@@ -374,7 +375,8 @@ def read_bars(
     buckets: dict[str, set[int]] = {}
     upper, read, seq = "+", 0, 0
     while read < MAX_STREAM_ENTRIES:
-        entries = client.xrevrange(key, max=upper, min="-", count=READ_CHUNK)
+        chunk = READ_CHUNK if since is None else SINCE_CHUNK
+        entries = client.xrevrange(key, max=upper, min="-", count=chunk)
         if not entries:
             return out
         read += len(entries)
@@ -392,7 +394,7 @@ def read_bars(
                 out.sources.add(bar.source)
             out.bars.append(bar)
             buckets.setdefault(bar.symbol, set()).add(int(bar.ts // interval) * interval)
-        if len(entries) < READ_CHUNK:
+        if len(entries) < chunk:
             return out
         upper = "(" + entries[-1][0]
         if since is not None and oldest_ts is not None and oldest_ts < since:
