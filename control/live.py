@@ -218,7 +218,8 @@ class Hub:
     @staticmethod
     def _render(name: str, context: dict[str, Any], can_control: bool) -> str:
         # Stripped: whitespace between fragments would reach htmx as nameless swap targets.
-        return render_to_string(f"{TEMPLATE}#{name}", {**context, "oob": True, "can_control": can_control}).strip()
+        context = {**context, "oob": True, "can_control": can_control}
+        return render_to_string(f"{TEMPLATE}#{name}", context).strip()
 
     def _note(
         self,

@@ -37,7 +37,9 @@ def _partial(request: HttpRequest, name: str, context: dict[str, Any], status: i
 
 
 def _toast(response: HttpResponse, level: str, message: str) -> HttpResponse:
-    response["HX-Trigger"] = json.dumps({"toast": {"level": level, "message": message}})
+    # Fired on <body>, not on the button: a live push may have replaced the button (and
+    # detached it from the page) before this response arrives.
+    response["HX-Trigger"] = json.dumps({"toast": {"level": level, "message": message, "target": "body"}})
     return response
 
 

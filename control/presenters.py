@@ -35,8 +35,18 @@ def live_metrics(agent_ids: list[str]) -> dict[str, dict[str, Any]]:
         return {}
 
 
-def agent_dict(agent: Agent, metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One agent in the shape of API.md (prefetch inputs_from and outputs_to for lists)."""
+def agent_dict(
+    agent: Agent,
+    metrics: dict[str, Any] | None = None,
+    inputs: list[str] | None = None,
+    outputs: list[str] | None = None,
+) -> dict[str, Any]:
+    """One agent in the shape of API.md. Lists pass `inputs`/`outputs` (from
+    agents.graph.parents_of) or prefetch inputs_from and outputs_to."""
+    if inputs is None:
+        inputs = sorted(a.agent_id for a in agent.inputs_from.all())
+    if outputs is None:
+        outputs = sorted(a.agent_id for a in agent.outputs_to.all())
     return {
         "agent_id": agent.agent_id,
         "name": agent.name,
@@ -46,8 +56,8 @@ def agent_dict(agent: Agent, metrics: dict[str, Any] | None = None) -> dict[str,
         "status": agent.status,
         "desired_state": agent.desired_state,
         "symbols": list(agent.symbols or []),
-        "inputs_from": sorted(a.agent_id for a in agent.inputs_from.all()),
-        "outputs_to": sorted(a.agent_id for a in agent.outputs_to.all()),
+        "inputs_from": inputs,
+        "outputs_to": outputs,
         "config": agent.config,
         "metrics": metrics if metrics else (agent.metrics or {}),
         "last_active": agent.last_active,
@@ -59,10 +69,23 @@ def agent_dict(agent: Agent, metrics: dict[str, Any] | None = None) -> dict[str,
     }
 
 
-def agent_dicts(agents: Iterable[Agent]) -> list[dict[str, Any]]:
+def agent_dicts(agents: Iterable[Agent], parents: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    """Agents as API.md shows them, in a fixed number of queries (`parents`: every edge,
+    from agents.graph.parents_of, else the agents' prefetched relations)."""
     agents = list(agents)
     metrics = live_metrics([a.agent_id for a in agents])
-    return [agent_dict(a, metrics.get(a.agent_id)) for a in agents]
+    if parents is None:
+        return [agent_dict(a, metrics.get(a.agent_id)) for a in agents]
+    children: dict[str, list[str]] = {}
+    for consumer, producers in parents.items():
+        for producer in producers:
+            children.setdefault(producer, []).append(consumer)
+    return [
+        agent_dict(
+            a, metrics.get(a.agent_id), parents.get(a.agent_id, []), sorted(children.get(a.agent_id, []))
+        )
+        for a in agents
+    ]
 
 
 def agents_queryset():

@@ -2,11 +2,23 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from control import log_pages, session_pages, views
+from control import log_pages, page_views, session_pages, views
 from control.api import api
 
 urlpatterns = [
-    path("", views.index, name="index"),
+    path("", page_views.index, name="index"),
+    # The panel's htmx endpoints (HTML fragments; programs use /api/).
+    path("ui/system/start", page_views.system_start, name="ui-system-start"),
+    path("ui/system/stop", page_views.system_stop, name="ui-system-stop"),
+    path("ui/sessions/pause-all", page_views.sessions_pause_all, name="ui-sessions-pause-all"),
+    path("ui/sessions/resume-all", page_views.sessions_resume_all, name="ui-sessions-resume-all"),
+    path("ui/sessions/new", page_views.session_new, name="ui-session-new"),
+    path("ui/sessions/<str:session_id>/<str:action>", page_views.session_action, name="ui-session-action"),
+    path("ui/agents/order", page_views.agents_order, name="ui-agents-order"),
+    path("ui/agents/<str:agent_id>/start", page_views.agent_start, name="ui-agent-start"),
+    path("ui/agents/<str:agent_id>/stop", page_views.agent_stop, name="ui-agent-stop"),
+    path("ui/feed", page_views.feed, name="ui-feed"),
+    path("ui/panel", page_views.panel, name="ui-panel"),
     path("healthz", views.healthz, name="healthz"),
     path("system/agents/<str:agent_id>/logs", views.agent_logs, name="agent-logs"),
     path("system/agents/<str:agent_id>/logs/view", log_pages.agent_log_viewer, name="agent-log-viewer"),

@@ -90,7 +90,7 @@ def test_starting_an_agent_answers_with_its_card_and_a_toast(
     assert response.status_code == 200
     assert 'id="agent-feed"' in response.content.decode()
     assert "starting" in response.content.decode()
-    assert toast(response) == {"level": "success", "message": "Starting agent feed."}
+    assert toast(response) == {"level": "success", "message": "Starting agent feed.", "target": "body"}
     assert Agent.objects.get(pk="feed").desired_state == Desired.RUNNING
 
 

@@ -31,14 +31,14 @@ def test_an_operator_logs_in_through_the_form_sees_the_agents_and_logs_out(logge
 
     page.reload()
     expect(page).to_have_url(f"{live_stack.url}/")
-    expect(page.locator(".topbar .who")).to_contain_text("operator")
+    expect(page.locator("nav")).to_contain_text("operator")
     expect(page.get_by_role("heading", name="Agents")).to_be_visible()
-    rows = page.locator("table tbody tr")
-    expect(rows).to_have_count(len(DEMO_AGENTS))
+    cards = page.locator(".agent-card")
+    expect(cards).to_have_count(len(DEMO_AGENTS))
     for spec in DEMO_AGENTS:
-        row = page.locator(f"#agent-{spec['agent_id']}")
-        expect(row).to_contain_text(spec["name"])
-        expect(row.locator(".status")).to_have_text("stopped")
+        card = page.locator(f"#agent-{spec['agent_id']}")
+        expect(card).to_contain_text(spec["name"])
+        expect(card.locator(".status-badge")).to_have_text("stopped")
 
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(LOGIN_URL)
@@ -57,10 +57,10 @@ def test_agents_started_on_the_stack_show_running_in_the_browser(logged_in_page,
     )
 
     logged_in_page.reload()
-    statuses = logged_in_page.locator("table tbody .status")
+    statuses = logged_in_page.locator(".agent-card .status-badge")
     expect(statuses).to_have_text(["running"] * len(DEMO_AGENTS))
-    expect(logged_in_page.locator("#system-panel")).to_contain_text(
-        f"{len(DEMO_AGENTS)} of {len(DEMO_AGENTS)} agents running"
+    expect(logged_in_page.locator("#system-panel [data-stat=agents]")).to_have_text(
+        f"{len(DEMO_AGENTS)}/{len(DEMO_AGENTS)}"
     )
 
 
