@@ -34,9 +34,9 @@ from django.views.decorators.http import require_GET
 from agents.models import Agent
 from agents.runtime import keys
 from agents.runtime.redis import get_redis
-from agents.states import Status
 from control import presenters
 from control.errors import NotFound
+from control.page import status_icon
 from sessions.models import EquityPoint, Fill, Side, TradingSession
 
 FILLS_PAGE = 50
@@ -55,18 +55,6 @@ SOURCE_LOOKBACK = 50  # newest entries looked at to tell where a producer's pric
 
 BUY_COLOR = "#26a69a"
 SELL_COLOR = "#ef5350"
-
-# The same icons as the main page (bi-* classes; app.css colours .status-<status>).
-STATUS_ICONS = {
-    Status.RUNNING: "bi-play-circle-fill",
-    Status.PAUSED: "bi-pause-circle-fill",
-    Status.STARTING: "bi-hourglass-split",
-    Status.STOPPING: "bi-hourglass-split",
-    Status.STOPPED: "bi-stop-circle",
-    Status.READY: "bi-circle",
-    Status.ERROR: "bi-exclamation-octagon-fill",
-}
-
 
 class BadParameter(ValueError):
     pass
@@ -207,7 +195,7 @@ def _live_context(session: TradingSession) -> dict[str, Any]:
     m = detail["metrics"]
     return {
         "session": detail,
-        "status_icon": STATUS_ICONS.get(detail["status"], "bi-question-circle"),
+        "status_icon": status_icon(detail["status"]),
         "metrics": m,
         "signs": {key: _sign(m.get(key)) for key in ("pnl", "pnl_pct", "realized_pnl", "unrealized_pnl")},
         "pnl_pct_text": _signed_pct(m.get("pnl_pct")),

@@ -104,9 +104,15 @@
       item.hidden = !ok;
     });
   }
+  var FEED_KEEP = 500;  // entries kept in the page; older ones come back with "Load older"
   function scrollFeed() {
     var box = feedBox();
-    if (box && follow) box.scrollTop = box.scrollHeight;
+    if (!box) return;
+    if (follow) {
+      var items = document.querySelectorAll("#feed-items .feed-item");
+      for (var i = 0; i < items.length - FEED_KEEP; i++) items[i].remove();
+      box.scrollTop = box.scrollHeight;
+    }
   }
   document.addEventListener("DOMContentLoaded", function () {
     var box = feedBox();

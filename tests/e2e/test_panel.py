@@ -65,6 +65,15 @@ def test_start_the_system_and_watch_every_card_turn_running(demo, logged_in_page
     )
     # Edges carrying messages are drawn animated.
     expect(page.locator("#flow-edges path.live").first).to_be_attached(timeout=LIVE)
+    # The page tells what the API tells.
+    api = page.request.get("/api/system/status").json()
+    expect(page.locator("#system-panel h1")).to_contain_text(api["status"])
+    agents = api["agents"]
+    agent_stat = page.locator("#system-panel [data-stat=agents]")
+    expect(agent_stat).to_have_text(f"{agents['running']}/{agents['total']}")
+    sessions = api["sessions"]
+    active = sessions["running"] + sessions["paused"]
+    expect(page.locator("#system-panel [data-stat=sessions]")).to_have_text(f"{active}/{sessions['total']}")
     assert errors == []
 
 
