@@ -76,6 +76,8 @@ class Hub:
     def __init__(self) -> None:
         self.listeners: set[Listener] = set()
         self._task: asyncio.Task | None = None
+        self._watch: asyncio.Task | None = None
+        self._wake = asyncio.Event()
         self.seq = 0
         self._prints: dict[str, str] = {}  # dom id (or event key) -> fingerprint
         self._agent_ids: tuple[str, ...] | None = None
@@ -92,17 +94,52 @@ class Hub:
         listener.fresh = True
         self.listeners.add(listener)
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._wake = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run())
+            self._watch = loop.create_task(self._watch_changes())
 
     def leave(self, listener: Listener) -> None:
         self.listeners.discard(listener)
         if not self.listeners and self._task is not None:
             self._task.cancel()
+            self._watch.cancel()
             self._task = None
+
+    async def _watch_changes(self) -> None:
+        """Sweep at once when a loop or a person changes a state (agents.runtime.flags
+        announces it), instead of at the next poll. Best effort: the poll goes on."""
+        import redis.asyncio as aioredis
+        from django.conf import settings
+
+        from agents.runtime import keys
+
+        delay = 0.5
+        while True:
+            client = aioredis.from_url(settings.REDIS_URL, decode_responses=True)
+            try:
+                pubsub = client.pubsub()
+                await pubsub.subscribe(keys.changes())
+                delay = 0.5
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._wake.set()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis down: the periodic sweep still runs
+                log.debug("change watch interrupted (%s); retrying", exc)
+                await asyncio.sleep(delay)
+                delay = min(5.0, delay * 2)
+            finally:
+                try:
+                    await client.aclose()
+                except Exception:
+                    pass
 
     async def _run(self) -> None:
         while self.listeners:
             started = time.monotonic()
+            self._wake.clear()  # a change announced from now on means another sweep
             try:
                 html = [item for item in self.listeners if item.wants_html]
                 levels = {item.can_control for item in html}
@@ -117,7 +154,12 @@ class Hub:
             # At most half the time sweeping: with many agents the page updates a little
             # less often rather than the web process spending all its time here.
             elapsed = time.monotonic() - started
-            await asyncio.sleep(max(SWEEP_SECONDS - elapsed, elapsed))
+            await asyncio.sleep(min(elapsed, SWEEP_SECONDS))
+            try:
+                # A state change wakes the hub at once; otherwise the poll interval.
+                await asyncio.wait_for(self._wake.wait(), max(0.0, SWEEP_SECONDS - elapsed))
+            except TimeoutError:
+                pass
 
     async def _deliver(self, frame: Frame) -> None:
         for listener in list(self.listeners):

@@ -21,7 +21,16 @@ def write(
     pipe = r.pipeline()
     pipe.hset(keys.flags(kind, rid), mapping={"desired": desired, "run_id": run_id, "config_rev": config_rev})
     _push_wake(pipe, kind, rid)
+    pipe.publish(keys.changes(), f"{kind}:{rid}")
     pipe.execute()
+
+
+def announce(kind: str, rid: str, client: redis.Redis | None = None) -> None:
+    """Say that a runnable's observed state changed (best effort: watchers also poll)."""
+    try:
+        (client or get_redis()).publish(keys.changes(), f"{kind}:{rid}")
+    except redis.RedisError:
+        pass
 
 
 def wake(kind: str, rid: str, client: redis.Redis | None = None) -> None:

@@ -62,3 +62,9 @@ def orders(kind: str, rid: str) -> str:
     """The execution agent's incoming orders (`orders:agent:<id>`), read by consumer group
     "execution" so each order is handled once; entries are {"data": json}."""
     return _k("orders", kind, rid)
+
+
+def changes() -> str:
+    """Pub/sub channel: "<kind>:<id>" whenever a runnable's status or desired state changes,
+    so whoever shows state (the page) can look now instead of at its next poll."""
+    return _k("changes")

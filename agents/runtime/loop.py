@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import close_old_connections, models
 from django.utils import timezone
 
-from agents.runtime import keys
+from agents.runtime import flags, keys
 from agents.runtime.lease import Fenced, Lease
 from agents.runtime.redis import get_blocking_redis, get_redis
 from agents.states import Desired, Status
@@ -294,7 +294,7 @@ class Loop:
     def _tick(self, lease: Lease) -> Control:
         incr, self._pending_incr = self._pending_incr, {}
         try:
-            flags = lease.tick(
+            mirrored = lease.tick(
                 keys.heartbeat(self.kind, self.rid),
                 keys.metrics(self.kind, self.rid),
                 keys.flags(self.kind, self.rid),
@@ -311,11 +311,11 @@ class Loop:
                 self._pending_incr = incr
                 return self._tick(lease)
             raise
-        if "desired" not in flags:
+        if "desired" not in mirrored:
             # Redis lost the flags: the database decides. A paused session must never
             # resume because a key went missing.
             return self._control_from_db()
-        return Control(flags["desired"], flags.get("run_id", ""), flags.get("config_rev", ""))
+        return Control(mirrored["desired"], mirrored.get("run_id", ""), mirrored.get("config_rev", ""))
 
     def _reload(self) -> None:
         row = self._load()
@@ -368,7 +368,10 @@ class Loop:
         if status in (Status.RUNNING, Status.PAUSED):
             fields["last_heartbeat"] = timezone.now()
         fields.update(self.status_fields(status))
-        return bool(self.model.objects.filter(pk=self.rid, run_id=self.run_id).update(**fields))
+        written = bool(self.model.objects.filter(pk=self.rid, run_id=self.run_id).update(**fields))
+        if written:
+            flags.announce(self.kind, self.rid, self.client)
+        return written
 
 
 def numbers(snapshot: dict[str, str]) -> dict[str, float | int]:

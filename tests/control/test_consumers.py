@@ -117,3 +117,32 @@ def test_programs_get_json_events(operator, make_agent):
         await ws.disconnect()
 
     async_to_sync(scenario)()
+
+
+def test_an_announced_change_is_pushed_at_once_not_at_the_next_poll(operator, make_agent, monkeypatch):
+    """The hub also listens for state-change announcements (agents.runtime.flags): with the
+    poll 30 s apart, the change still arrives within the deadline."""
+    from agents.runtime import flags
+    from control import live
+
+    monkeypatch.setattr(live, "SWEEP_SECONDS", 30.0)
+    make_agent("feed")
+
+    async def scenario():
+        ws = communicator("/ws/control/", operator)
+        await ws.connect()
+        await receive_until(ws, lambda m: 'id="flow"' in m)  # the first sweep: every part
+        await sync_to_async(Agent.objects.filter(pk="feed").update)(status=Status.RUNNING)
+        # Announced until heard (the watcher may still be subscribing), within 5 s.
+        card = None
+        for _ in range(10):
+            await sync_to_async(flags.announce)("agent", "feed")
+            try:
+                card = await receive_until(ws, lambda m: m.startswith('<article id="agent-feed"'), 0.5)
+                break
+            except TimeoutError:
+                continue
+        assert card is not None and "status-running" in card
+        await ws.disconnect()
+
+    async_to_sync(scenario)()
