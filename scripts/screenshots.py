@@ -240,12 +240,17 @@ def take_screenshots(base_url: str, password: str) -> list[Path]:
                     log_in(page, password)
                     page.wait_for_load_state("networkidle")
                     assert page.evaluate(f"matchMedia('(prefers-color-scheme: {scheme})').matches"), scheme
-                    path = OUT_DIR / f"main-{scheme}.png"
-                    page.screenshot(path=str(path))
-                    saved.append(path)
+                    # The details first: it waits for trades, so the main page then shows
+                    # sessions with fills and P&L rather than a system just started.
                     session_shot = shoot_session_details(page, scheme)
                     if session_shot:
                         saved.append(session_shot)
+                    page.goto("/")
+                    page.wait_for_load_state("networkidle")
+                    page.locator("#live-indicator", has_text="Live").wait_for()
+                    path = OUT_DIR / f"main-{scheme}.png"
+                    page.screenshot(path=str(path))
+                    saved.append(path)
                 finally:
                     context.close()
         finally:
