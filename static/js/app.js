@@ -110,6 +110,22 @@
       el.innerHTML = '<i class="bi bi-wifi-off" aria-hidden="true"></i> Reconnecting…';
     }
   }
+  // Reconnect soon after a drop (the extension's default waits up to a few seconds more).
+  document.addEventListener("DOMContentLoaded", function () {
+    if (window.htmx) {
+      htmx.config.wsReconnectDelay = function (retry) {
+        return Math.min(500 * Math.pow(2, retry), 10000) * (0.5 + Math.random() / 2);
+      };
+    }
+  });
+  // The ws extension retries only after abnormal closes (1006, 1011-1013). Any other close
+  // (the server going away cleanly, a refused login) would leave the page stale: reload it
+  // (to the login page if the session ended).
+  var RETRIED = [1006, 1011, 1012, 1013];
+  document.addEventListener("htmx:wsClose", function (e) {
+    var code = e.detail && e.detail.event ? e.detail.event.code : 1006;
+    if (RETRIED.indexOf(code) < 0) setTimeout(function () { location.reload(); }, code === 4401 ? 0 : 3000);
+  });
   var wasClosed = false;
   document.addEventListener("htmx:wsOpen", function () {
     indicator("open");

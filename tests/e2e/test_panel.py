@@ -159,3 +159,51 @@ def test_the_page_is_usable_375_pixels_wide(demo, logged_in_page, errors):
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0, f"the page scrolls sideways by {overflow}px"
     assert errors == []
+
+
+def test_a_dropped_socket_is_shown_then_reconnected_and_what_changed_meanwhile_is_shown(
+    demo, logged_in_page, errors
+):
+    """The page's socket goes through a route the test controls, so it can cut it."""
+    page = logged_in_page
+    sockets = []
+
+    def through(ws) -> None:
+        ws.connect_to_server()  # a transparent proxy: messages flow both ways
+        sockets.append(ws)
+
+    page.route_web_socket("**/ws/control/", through)
+    page.goto("/")
+    expect(page.locator("#live-indicator")).to_have_text("Live", timeout=LIVE)
+    expect(page.locator("#agent-sentiment_news .status-badge")).to_have_text("stopped")
+
+    sockets[-1].close(code=1012, reason="service restart")  # the connection drops
+    expect(page.locator("#live-indicator")).to_contain_text("Reconnecting", timeout=LIVE)
+    # Meanwhile an agent is stopped elsewhere... (here: marked in error by hand)
+    Agent.objects.filter(pk="sentiment_news").update(status=Status.ERROR, error_message="while you were away")
+    # ...and once the socket is back the page shows it, without a reload.
+    expect(page.locator("#live-indicator")).to_have_text("Live", timeout=LIVE)
+    expect(page.locator("#agent-sentiment_news .status-badge")).to_have_text("error", timeout=LIVE)
+    expect(page.locator("#agent-sentiment_news")).to_contain_text("while you were away")
+    assert len(sockets) >= 2
+    assert errors == []
+
+
+def test_a_socket_closed_cleanly_by_the_server_reloads_the_page(demo, logged_in_page, errors):
+    """The ws extension does not retry a clean close (e.g. the server shutting down); the
+    page must not sit there stale: it reloads itself."""
+    page = logged_in_page
+    sockets = []
+
+    def through(ws) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page.route_web_socket("**/ws/control/", through)
+    page.goto("/")
+    expect(page.locator("#live-indicator")).to_have_text("Live", timeout=LIVE)
+    with page.expect_navigation(timeout=LIVE):
+        sockets[-1].close(code=1001, reason="going away")
+    expect(page.locator("#live-indicator")).to_have_text("Live", timeout=LIVE)
+    assert len(sockets) >= 2
+    assert errors == []
