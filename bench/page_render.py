@@ -116,6 +116,43 @@ def build(n_agents: int, n_sessions: int) -> None:
     get_user_model().objects.create_superuser("bench", password="bench")
 
 
+def push_latency(user, repeat: int) -> tuple[float, float]:
+    """A loop writes a status and announces it: how long until the card reaches a socket."""
+    from asgiref.sync import async_to_sync, sync_to_async
+    from channels.routing import URLRouter
+    from channels.testing import WebsocketCommunicator
+
+    from agents.runtime import flags
+    from control.routing import websocket_urlpatterns
+
+    async def scenario() -> list[float]:
+        ws = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/control/")
+        ws.scope["user"] = user
+        await ws.connect()
+        while 'id="flow"' not in await ws.receive_from(timeout=30):
+            pass
+        samples = []
+        feeds_query = Agent.objects.filter(kind="market_data").values_list("pk", flat=True)
+        feeds = await sync_to_async(list)(feeds_query)
+        for i in range(repeat):
+            agent_id = feeds[i % len(feeds)]
+            current = await sync_to_async(Agent.objects.values_list("status", flat=True).get)(pk=agent_id)
+            status = "stopped" if current == "error" else "error"  # always a real change
+            await sync_to_async(Agent.objects.filter(pk=agent_id).update)(status=status)
+            started = time.perf_counter()
+            await sync_to_async(flags.announce)("agent", agent_id)
+            while True:
+                message = await ws.receive_from(timeout=30)
+                if message.startswith(f'<article id="agent-{agent_id}"') and f"status-{status}" in message:
+                    break
+            samples.append((time.perf_counter() - started) * 1000)
+        await ws.disconnect()
+        return samples
+
+    samples = sorted(async_to_sync(scenario)())
+    return statistics.median(samples), samples[min(len(samples) - 1, int(0.95 * len(samples)))]
+
+
 def timed(fn, repeat: int) -> tuple[float, int]:
     times = []
     queries = 0
@@ -154,6 +191,7 @@ def main() -> None:
         def sweep_everything() -> None:
             Hub().sweep({True}, {True}, True)
 
+        push = push_latency(get_user_model().objects.get(username="bench"), args.repeat)
         size = len(client.get("/").content)
         print(f"{args.agents} agents, {args.sessions} sessions; page {size / 1024:.0f} KiB")
         for label, fn in (
@@ -163,6 +201,10 @@ def main() -> None:
         ):
             median, queries = timed(fn, args.repeat)
             print(f"  {label}: median {median:.0f} ms over {args.repeat} runs, {queries} queries")
+        print(
+            f"  status change -> card on a /ws/control/ socket (in process): median {push[0]:.1f} ms, "
+            f"p95 {push[1]:.1f} ms over {args.repeat} changes (full sweep every 0.3 s besides)"
+        )
     finally:
         client = get_redis()
         for key in client.scan_iter(match=f"{settings.REDIS_PREFIX}*", count=1000):

@@ -34,6 +34,7 @@ from sessions.models import Fill
 log = logging.getLogger(__name__)
 
 SWEEP_SECONDS = 0.3
+COALESCE_SECONDS = 0.02
 TEMPLATE = "control/index.html"
 
 
@@ -78,6 +79,8 @@ class Hub:
         self._task: asyncio.Task | None = None
         self._watch: asyncio.Task | None = None
         self._wake = asyncio.Event()
+        self._dirty: set[str] = set()  # "<kind>:<id>" announced since the last sweep
+        self._next_full = 0.0  # monotonic time the next full sweep is due
         self.seq = 0
         self._prints: dict[str, str] = {}  # dom id (or event key) -> fingerprint
         self._agent_ids: tuple[str, ...] | None = None
@@ -123,6 +126,7 @@ class Hub:
                 delay = 0.5
                 async for message in pubsub.listen():
                     if message.get("type") == "message":
+                        self._dirty.add(str(message.get("data")))
                         self._wake.set()
             except asyncio.CancelledError:
                 raise
@@ -145,19 +149,30 @@ class Hub:
                 levels = {item.can_control for item in html}
                 fresh = {item.can_control for item in html if item.fresh}
                 events = any(not item.wants_html for item in self.listeners)
-                frame = await database_sync_to_async(self.sweep)(levels, fresh, events)
+                dirty, self._dirty = self._dirty, set()
+                if dirty and not fresh and started < self._next_full + SWEEP_SECONDS:
+                    # Only what was announced (and the system panel): a few milliseconds
+                    # however many agents there are. It goes before a full sweep that is due.
+                    frame = await database_sync_to_async(self.sweep_some)(levels, dirty, events)
+                elif fresh or started >= self._next_full:
+                    frame = await database_sync_to_async(self.sweep)(levels, fresh, events)
+                    # At most a quarter of the time in full sweeps: with hundreds of agents
+                    # the counters refresh less often, state changes still come at once.
+                    self._next_full = started + max(SWEEP_SECONDS, 4 * (time.monotonic() - started))
+                else:
+                    frame = Frame()
                 await self._deliver(frame)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed sweep must not end the live page; try again
                 log.exception("live sweep failed")
-            # At most half the time sweeping: with many agents the page updates a little
-            # less often rather than the web process spending all its time here.
-            elapsed = time.monotonic() - started
-            await asyncio.sleep(min(elapsed, SWEEP_SECONDS))
+                self._next_full = time.monotonic() + SWEEP_SECONDS
+            if self._dirty:
+                # Under a flood of changes: gather them for a moment, then sweep them at once.
+                await asyncio.sleep(COALESCE_SECONDS)
+                continue
             try:
-                # A state change wakes the hub at once; otherwise the poll interval.
-                await asyncio.wait_for(self._wake.wait(), max(0.0, SWEEP_SECONDS - elapsed))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, self._next_full - time.monotonic()))
             except TimeoutError:
                 pass
 
@@ -186,16 +201,7 @@ class Hub:
         changed: dict[str, tuple[str, dict[str, Any]]] = {}  # dom id -> (partial name, context)
 
         panel = page.system_panel()
-        system_print = _digest(
-            {k: v for k, v in panel.items() if k not in ("system", "health")}
-            | {
-                "status": panel["system"]["status"],
-                "agents": panel["system"]["agents"],
-                "sessions": panel["system"]["sessions"],
-                "checks": {k: v.get("ok") for k, v in panel["health"].get("checks", {}).items()},
-            }
-        )
-        self._note(changed, "system-panel", system_print, "system-panel", panel)
+        self._note(changed, "system-panel", self._system_print(panel), "system-panel", panel)
 
         cards = page.agent_cards()
         agent_ids = tuple(c.agent_id for c in cards)
@@ -256,6 +262,43 @@ class Hub:
         if with_events:
             frame.events = self._events(panel, cards, rows)
         return frame
+
+    def sweep_some(self, levels: set[bool], dirty: set[str], with_events: bool) -> Frame:
+        """Re-read the announced agents and sessions and the system panel only."""
+        self.seq += 1
+        frame = Frame()
+        changed: dict[str, tuple[str, dict[str, Any]]] = {}
+        agent_ids = [d.split(":", 1)[1] for d in dirty if d.startswith("agent:")]
+        session_ids = [d.split(":", 1)[1] for d in dirty if d.startswith("session:")]
+        panel = page.system_panel()
+        self._note(changed, "system-panel", self._system_print(panel), "system-panel", panel)
+        cards = page.agent_cards(agent_ids) if agent_ids else []
+        for card in cards:
+            if self._agent_ids and card.agent_id in self._agent_ids:  # new agents: the full sweep
+                fingerprint = _card_fingerprint(card)
+                self._note(changed, f"agent-{card.agent_id}", fingerprint, "agent-card", {"card": card})
+        rows = page.session_rows(session_ids) if session_ids else []
+        for row in rows:
+            if self._session_ids and row.session_id in self._session_ids:
+                fingerprint = _digest([row.session, row.can])
+                self._note(changed, f"session-{row.session_id}", fingerprint, "session-row", {"row": row})
+        for can_control in levels:
+            frame.html[can_control] = [self._render(name, ctx, can_control) for name, ctx in changed.values()]
+        if with_events:
+            frame.events = self._events(panel, cards, rows)
+        return frame
+
+    @staticmethod
+    def _system_print(panel: dict[str, Any]) -> str:
+        return _digest(
+            {k: v for k, v in panel.items() if k not in ("system", "health")}
+            | {
+                "status": panel["system"]["status"],
+                "agents": panel["system"]["agents"],
+                "sessions": panel["system"]["sessions"],
+                "checks": {k: v.get("ok") for k, v in panel["health"].get("checks", {}).items()},
+            }
+        )
 
     @staticmethod
     def _render(name: str, context: dict[str, Any], can_control: bool) -> str:
