@@ -9,7 +9,7 @@ messages of each agent's stream); log files by seeking from their end.
 
 from __future__ import annotations
 
-import json
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from django.db.models import Q
 
 from agents.graph import parents_of, upstream_first
 from agents.models import ROLE_ORDER, Agent, LogEntry, Role
-from agents.runtime import keys
+from agents.runtime.bus import newest_messages
 from agents.runtime.logs import log_path, tail
 from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
@@ -98,26 +98,11 @@ def agent_cards(agent_ids: list[str] | None = None) -> list[AgentCard]:
 
 
 def _newest_messages(agent_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The newest messages of each agent's stream, newest first (one Redis round trip)."""
-    if not agent_ids:
-        return {}
+    """The newest messages of each agent's stream, newest first; {} if Redis is down."""
     try:
-        pipe = get_redis().pipeline(transaction=False)
-        for agent_id in agent_ids:
-            pipe.xrevrange(keys.stream("agent", agent_id), count=RECENT_MESSAGES)
-        replies = pipe.execute()
+        return newest_messages(get_redis(), agent_ids, RECENT_MESSAGES)
     except redis.RedisError:
         return {}
-    out: dict[str, list[dict[str, Any]]] = {}
-    for agent_id, entries in zip(agent_ids, replies, strict=True):
-        messages = []
-        for _id, fields in entries:
-            try:
-                messages.append(json.loads(fields["data"]))
-            except (KeyError, ValueError):
-                continue
-        out[agent_id] = messages
-    return out
 
 
 def _latest_by_symbol(messages: list[dict[str, Any]], type_: str) -> dict[str, dict[str, Any]]:
@@ -371,8 +356,6 @@ def feed_entries(
 
 
 def feed_item(entry: LogEntry) -> dict[str, Any]:
-    import logging
-
     return {
         "id": entry.id,
         "ts": entry.ts,

@@ -44,85 +44,60 @@ def _toast(response: HttpResponse, level: str, message: str) -> HttpResponse:
 
 
 def _act(
-    request: HttpRequest, action: Callable[[], Any], done: str, render_after: Callable[[], HttpResponse]
+    request: HttpRequest,
+    action: Callable[[], Any],
+    done: str | Callable[[Any], tuple[str, str]],
+    render_after: Callable[[], HttpResponse],
 ) -> HttpResponse:
-    """Run a control action; answer with the re-rendered partial and a toast either way."""
+    """Run a control action; answer with the re-rendered partial and a toast either way.
+    `done` is the success toast, or gives (level, message) from the action's result."""
     try:
         require_control(request.user)
-        action()
+        result = action()
     except ServiceError as exc:
-        return _toast(render_after_status(render_after, exc.status), "danger", exc.detail)
-    return _toast(render_after(), "success", done)
-
-
-def render_after_status(render_after: Callable[[], HttpResponse], status: int) -> HttpResponse:
-    response = render_after()
-    response.status_code = status
-    return response
+        response = render_after()
+        response.status_code = exc.status
+        return _toast(response, "danger", exc.detail)
+    level, message = done(result) if callable(done) else ("success", done)
+    return _toast(render_after(), level, message)
 
 
 # --- the system ----------------------------------------------------------------------
 
 
-def _system_panel(request: HttpRequest) -> Callable[[], HttpResponse]:
-    return lambda: _partial(request, "system-panel", page.system_panel())
+def _bulk(request: HttpRequest, action: Callable[..., services.BulkResult], verb: str) -> HttpResponse:
+    """A system-wide action: the system panel, and a toast saying what changed and what not."""
 
+    def done(result: services.BulkResult) -> tuple[str, str]:
+        message = f"{verb} {len(result.changed)}."
+        if result.skipped:
+            message += f" Skipped {len(result.skipped)}: {result.skipped[0]['reason']}"
+        return ("success" if result.changed else "warning"), message
 
-def _bulk_message(verb: str, result: services.BulkResult) -> str:
-    message = f"{verb} {len(result.changed)}."
-    if result.skipped:
-        message += f" Skipped {len(result.skipped)}: {result.skipped[0]['reason']}"
-    return message
+    def panel() -> HttpResponse:
+        return _partial(request, "system-panel", page.system_panel())
+
+    return _act(request, lambda: action(user=request.user), done, panel)
 
 
 @require_POST
 def system_start(request: HttpRequest) -> HttpResponse:
-    out: dict[str, Any] = {}
-    response = _act(
-        request,
-        lambda: out.setdefault("r", services.start_system(user=request.user)),
-        "",
-        _system_panel(request),
-    )
-    if "r" in out:
-        _toast(response, "success", _bulk_message("Starting the system: started", out["r"]))
-    return response
+    return _bulk(request, services.start_system, "Starting the system: started")
 
 
 @require_POST
 def system_stop(request: HttpRequest) -> HttpResponse:
-    out: dict[str, Any] = {}
-    response = _act(
-        request,
-        lambda: out.setdefault("r", services.stop_system(user=request.user)),
-        "",
-        _system_panel(request),
-    )
-    if "r" in out:
-        _toast(response, "success", _bulk_message("Stopping the system: stopped", out["r"]))
-    return response
+    return _bulk(request, services.stop_system, "Stopping the system: stopped")
 
 
 @require_POST
 def sessions_pause_all(request: HttpRequest) -> HttpResponse:
-    return _bulk_sessions(request, services.pause_all_sessions, "Paused")
+    return _bulk(request, services.pause_all_sessions, "Paused sessions:")
 
 
 @require_POST
 def sessions_resume_all(request: HttpRequest) -> HttpResponse:
-    return _bulk_sessions(request, services.resume_all_sessions, "Resumed")
-
-
-def _bulk_sessions(request: HttpRequest, action, verb: str) -> HttpResponse:
-    out: dict[str, Any] = {}
-    response = _act(
-        request, lambda: out.setdefault("r", action(user=request.user)), "", _system_panel(request)
-    )
-    if "r" in out:
-        result = out["r"]
-        level = "success" if result.changed else "warning"
-        _toast(response, level, _bulk_message(f"{verb} sessions:", result))
-    return response
+    return _bulk(request, services.resume_all_sessions, "Resumed sessions:")
 
 
 # --- agents ----------------------------------------------------------------------------

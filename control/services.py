@@ -83,6 +83,35 @@ def _get_agent_for_update(agent_id: str) -> Agent:
     return agent
 
 
+def _claim_start(row, run_id: str, name: str, **extra: Any) -> None:
+    """Desired running, status `starting`, a new run_id: conditional on the status and run
+    read under the row lock, so a concurrent change makes this a refusal, not a twin."""
+    changed = (
+        type(row)
+        .objects.filter(pk=row.pk, status=row.status, run_id=row.run_id)
+        .update(
+            desired_state=Desired.RUNNING,
+            status=Status.STARTING,
+            status_changed_at=timezone.now(),
+            run_id=run_id,
+            task_id="",
+            error_message="",
+            **extra,
+        )
+    )
+    if not changed:
+        raise TransitionRefused(f"{name} changed while starting it; try again.", code="conflict")
+
+
+def _mark_stopping(row) -> None:
+    """Desired stopped; `stopping` while a loop may be alive (it confirms), else `stopped`."""
+    type(row).objects.filter(pk=row.pk, run_id=row.run_id).update(
+        desired_state=Desired.STOPPED,
+        status=Status.STOPPING if row.status in LIVE_STATUSES else Status.STOPPED,
+        status_changed_at=timezone.now(),
+    )
+
+
 def launch_agent(agent_id: str, run_id: str, desired: str = Desired.RUNNING, config_version: int = 1) -> None:
     """Mirror the flags to Redis and send the loop's task (after commit)."""
     from agents.tasks import run_agent
@@ -121,19 +150,7 @@ def start_agent(agent_id: str, *, user=None) -> Agent:
     with transaction.atomic():
         agent = _get_agent_for_update(agent_id)
         transitions.check_agent("start", agent)
-        now = timezone.now()
-        changed = Agent.objects.filter(pk=agent_id, status=agent.status, run_id=agent.run_id).update(
-            desired_state=Desired.RUNNING,
-            status=Status.STARTING,
-            status_changed_at=now,
-            run_id=run_id,
-            task_id="",
-            error_message="",
-        )
-        if not changed:
-            raise TransitionRefused(
-                f"Agent {agent_id} changed while starting it; try again.", code="conflict"
-            )
+        _claim_start(agent, run_id, f"Agent {agent_id}")
         audit(f"{_who(user)} started agent {agent_id}", user=user, agent_id=agent_id)
         version = agent.config_version
         transaction.on_commit(lambda: launch_agent(agent_id, run_id, config_version=version))
@@ -147,12 +164,7 @@ def stop_agent(agent_id: str, *, user=None) -> Agent:
     with transaction.atomic():
         agent = _get_agent_for_update(agent_id)
         transitions.check_agent("stop", agent)
-        live = agent.status in LIVE_STATUSES
-        Agent.objects.filter(pk=agent_id, run_id=agent.run_id).update(
-            desired_state=Desired.STOPPED,
-            status=Status.STOPPING if live else Status.STOPPED,
-            status_changed_at=timezone.now(),
-        )
+        _mark_stopping(agent)
         audit(f"{_who(user)} stopped agent {agent_id}", user=user, agent_id=agent_id)
         run_id, task_id = agent.run_id, agent.task_id
         transaction.on_commit(lambda: _after_stop(agent_id, run_id, task_id))
@@ -322,23 +334,10 @@ def start_session(session_id: str, *, user=None) -> TradingSession:
             raise TransitionRefused(
                 f"Session {session_id} needs a decision agent and an execution agent before it can start."
             )
-        changed = TradingSession.objects.filter(
-            pk=session_id, status=session.status, run_id=session.run_id
-        ).update(
-            desired_state=Desired.RUNNING,
-            status=Status.STARTING,
-            status_changed_at=timezone.now(),
-            run_id=run_id,
-            task_id="",
-            error_message="",
-            started_at=timezone.now(),
-            paused_at=None,
-            stopped_at=None,
-        )
-        if not changed:
-            raise TransitionRefused(
-                f"Session {session_id} changed while starting it; try again.", code="conflict"
-            )
+        # started_at is the person's start; the reconciler's relaunches keep it.
+        now = timezone.now()
+        restart = {"started_at": now, "paused_at": None, "stopped_at": None}
+        _claim_start(session, run_id, f"Session {session_id}", **restart)
         audit(f"{_who(user)} started session {session_id}", user=user, session_id=session_id)
         transaction.on_commit(lambda: launch_session(session_id, run_id))
     session.refresh_from_db()
@@ -352,12 +351,7 @@ def stop_session(session_id: str, *, user=None) -> TradingSession:
     with transaction.atomic():
         session = _get_session_for_update(session_id)
         transitions.check_session("stop", session)
-        live = session.status in LIVE_STATUSES
-        TradingSession.objects.filter(pk=session_id, run_id=session.run_id).update(
-            desired_state=Desired.STOPPED,
-            status=Status.STOPPING if live else Status.STOPPED,
-            status_changed_at=timezone.now(),
-        )
+        _mark_stopping(session)
         audit(f"{_who(user)} stopped session {session_id}", user=user, session_id=session_id)
         run_id, task_id = session.run_id, session.task_id
         transaction.on_commit(lambda: _after_stop(session_id, run_id, task_id, kind="session"))

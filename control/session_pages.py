@@ -33,6 +33,7 @@ from django.views.decorators.http import require_GET
 
 from agents.models import Agent
 from agents.runtime import keys
+from agents.runtime.bus import newest_messages
 from agents.runtime.redis import get_redis
 from control import presenters
 from control.errors import NotFound
@@ -263,17 +264,13 @@ def producers_simulated(producers: list[str]) -> bool:
     if not producers:
         return False
     try:
-        pipe = get_redis().pipeline(transaction=False)
-        for producer in producers:
-            pipe.xrevrange(keys.stream("agent", producer), count=SOURCE_LOOKBACK)
-        replies = pipe.execute()
+        newest = newest_messages(get_redis(), producers, SOURCE_LOOKBACK)
     except redis.RedisError:
-        replies = [[] for _ in producers]
+        newest = {}
     seen_bar = False
-    for entries in replies:
-        for _id, fields in entries:
-            data = _message(fields)
-            if data is not None and data.get("type") == "bar":
+    for messages in newest.values():
+        for data in messages:
+            if data.get("type") == "bar":
                 seen_bar = True
                 if data.get("source") == "simulated":
                     return True

@@ -41,6 +41,7 @@ from pydantic import Field
 from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult
 from agents.runtime import keys
+from agents.runtime.bus import newest_messages
 from agents.runtime.redis import get_redis
 from sessions import broker
 from sessions.broker import Outcome
@@ -137,13 +138,9 @@ class Execution(AgentKind):
         (its cursor past every old bar) knows the last price before the next bar comes,
         instead of rejecting the orders redelivered to it for "no price yet"."""
         self._prices_seeded = True
-        for producer in self.ctx.inputs:
-            newest = self.client.xrevrange(keys.stream("agent", producer), count=SEED_LOOKBACK)
-            for _entry_id, fields in reversed(newest):
-                try:
-                    self._take_bar(json.loads(fields["data"]))
-                except (KeyError, ValueError):
-                    continue
+        for messages in newest_messages(self.client, self.ctx.inputs, SEED_LOOKBACK).values():
+            for data in reversed(messages):  # oldest first: the newest bar wins
+                self._take_bar(data)
 
     def _take_bar(self, data: dict[str, Any]) -> None:
         if data.get("type") != "bar":

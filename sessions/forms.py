@@ -16,6 +16,14 @@ SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 # Literal paths under /api/paper-trading/sessions/ that an id must not shadow.
 RESERVED_IDS = {"pause-all", "resume-all"}
 MAX_SYMBOLS = 20
+# Optional on create: the model's defaults apply when they are left out.
+OPTIONAL_FIELDS = (
+    "max_position_weight",
+    "max_orders_per_minute",
+    "fee_bps",
+    "slippage_bps",
+    "slippage_size_reference",
+)
 
 
 class SymbolsField(forms.Field):
@@ -83,14 +91,7 @@ class SessionCreateForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # Optional on create: the model's defaults apply when they are left out.
-        for name in (
-            "max_position_weight",
-            "max_orders_per_minute",
-            "fee_bps",
-            "slippage_bps",
-            "slippage_size_reference",
-        ):
+        for name in OPTIONAL_FIELDS:
             self.fields[name].required = False
 
     def clean_session_id(self) -> str:
@@ -143,13 +144,7 @@ class SessionCreateForm(forms.ModelForm):
 
     def _post_clean(self) -> None:
         # Defaults for the optional fields left out, before the model's own validation.
-        for name in (
-            "max_position_weight",
-            "max_orders_per_minute",
-            "fee_bps",
-            "slippage_bps",
-            "slippage_size_reference",
-        ):
+        for name in OPTIONAL_FIELDS:
             if self.cleaned_data.get(name) is None:
                 self.cleaned_data[name] = TradingSession._meta.get_field(name).get_default()
         super()._post_clean()

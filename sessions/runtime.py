@@ -305,12 +305,12 @@ class SessionLoop(Loop):
         since = now - self._last_point
         if not force and since < settings.SESSION_EQUITY_SECONDS:
             return
+        # The metrics already count the equity now in the drawdown, so recording the point
+        # afterwards does not change them.
         metrics = session_metrics(self.session_id, self.prices)
         equity = metrics["equity"]
         if force or equity != self._last_equity or since >= FLAT_EQUITY_SECONDS:
-            equity = broker.mark_to_market(self.session_id, self.prices)
-            metrics = session_metrics(self.session_id, self.prices)
-            self._last_equity = equity
+            self._last_equity = broker.mark_to_market(self.session_id, self.prices)
             self._last_point = now
         self._metrics = snapshot(metrics)
 

@@ -69,6 +69,28 @@ class InputReader:
         return out
 
 
+def newest_messages(client: redis.Redis, producers: list[str], count: int) -> dict[str, list[dict[str, Any]]]:
+    """The newest `count` messages of each producer's stream, newest first, in one round
+    trip (entries that are not a JSON object are skipped). Raises redis.RedisError."""
+    if not producers:
+        return {}
+    pipe = client.pipeline(transaction=False)
+    for producer in producers:
+        pipe.xrevrange(keys.stream("agent", producer), count=count)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for producer, entries in zip(producers, pipe.execute(), strict=True):
+        messages = []
+        for _id, fields in entries:
+            try:
+                data = json.loads(fields["data"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if isinstance(data, dict):
+                messages.append(data)
+        out[producer] = messages
+    return out
+
+
 def edge_counts(messages: list[InputMessage]) -> dict[str, int]:
     """Messages per producer, as metrics counters `in.<producer>` (the page's edge rates)."""
     counts: dict[str, int] = {}

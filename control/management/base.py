@@ -41,3 +41,10 @@ class ControlCommand(BaseCommand):
 
     def run(self, *args, **options):
         raise NotImplementedError
+
+    def write_bulk(self, verb: str, result, id_key: str = "id") -> None:
+        """`<verb> N: a, b` then one line per skipped runnable with the reason."""
+        listed = f": {', '.join(result.changed)}" if result.changed else ""
+        self.stdout.write(self.style.SUCCESS(f"{verb} {len(result.changed)}{listed}"))
+        for skipped in result.skipped:
+            self.stdout.write(f"skipped {skipped[id_key]}: {skipped['reason']}")

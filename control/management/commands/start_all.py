@@ -3,10 +3,7 @@ from control.management.base import ControlCommand
 
 
 class Command(ControlCommand):
-    help = "Start every enabled agent (upstream first)."
+    help = "Start every enabled agent (upstream first), then every session that is not archived."
 
     def run(self, *args, **options):
-        result = services.start_system()
-        self.stdout.write(self.style.SUCCESS(f"started {len(result.changed)}: {', '.join(result.changed)}"))
-        for skipped in result.skipped:
-            self.stdout.write(f"skipped {skipped['id']}: {skipped['reason']}")
+        self.write_bulk("started", services.start_system())

@@ -1,0 +1,247 @@
+"""The JSON API's paper trading sessions (API.md "Paper trading sessions"): thin
+endpoints over control.services and control.presenters, mounted by control.api."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from ninja import Body, Router, Schema, Status
+
+from control import presenters, services
+from control.api_common import ERRORS, ErrorOut
+from control.auth import require_control
+from control.errors import InvalidInput
+
+# --- paper trading sessions ---------------------------------------------------------
+#
+# Numbers: money and prices are exact decimal strings with at least two places
+# ("10000.00", "0.96", "12.345678": never rounded, so they add up); quantities and basis
+# points exact decimal strings without trailing zeros ("0.015", "2.5"); ratios and
+# percentages JSON numbers (pnl_pct 2.3 means 2.3 %; win_rate, max_drawdown, exposure and
+# max_position_weight are fractions, 0.1 = 10 %).
+
+sessions = Router(tags=["sessions"])
+
+MAX_TRADES_PAGE = 1000
+
+
+class SessionOut(Schema):
+    session_id: str
+    name: str
+    status: str
+    desired_state: str
+    symbols: list[str]
+    decision_agent: str | None
+    execution_agent: str | None
+    starting_cash: str
+    cash: str
+    equity: str
+    pnl: str
+    pnl_pct: float
+    trades: int
+    started_at: datetime | None
+    paused_at: datetime | None
+    stopped_at: datetime | None
+    status_changed_at: datetime | None
+    last_heartbeat: datetime | None
+    archived: bool
+    max_position_weight: float
+    max_orders_per_minute: int
+    flatten_on_stop: bool
+    fee_bps: str
+    slippage_bps: str
+    slippage_size_scaled: bool
+    slippage_size_reference: str
+    error_message: str | None
+    created_at: datetime | None
+
+
+class FillOut(Schema):
+    fill_id: str
+    order_id: str
+    symbol: str
+    side: str
+    quantity: str
+    price: str
+    mark_price: str
+    notional: str
+    fee: str
+    slippage: str
+    realized_pnl: str | None
+    ts: datetime
+
+
+class OrderOut(Schema):
+    order_id: str
+    symbol: str
+    side: str
+    order_type: str
+    quantity: str
+    limit_price: str | None
+    reduce_only: bool
+    status: str
+    created_at: datetime
+
+
+class PositionOut(Schema):
+    symbol: str
+    quantity: str
+    avg_cost: str
+    cost_basis: str
+    last_mark: str | None
+    market_value: str
+    unrealized_pnl: str
+    realized_pnl: str
+
+
+class SessionDetailOut(SessionOut):
+    positions: list[PositionOut]
+    open_orders: list[OrderOut]
+    recent_trades: list[FillOut]
+    metrics: dict[str, Any]
+
+
+class TradesOut(Schema):
+    count: int
+    limit: int
+    offset: int
+    items: list[FillOut]
+
+
+class EquityPointOut(Schema):
+    ts: datetime
+    equity: str
+    cash: str
+
+
+class EquityOut(Schema):
+    session_id: str
+    points: list[EquityPointOut]
+    truncated: bool
+
+
+class SessionBulkOut(Schema):
+    changed: list[str]
+    skipped: list[dict[str, str]]
+
+
+@sessions.get("", response={200: list[SessionOut], **ERRORS})
+def list_sessions(request):
+    """Every session with its status and performance (cash, equity, pnl, pnl_pct, trades)
+    from its own ledger, positions valued at their last mark; a fixed number of queries."""
+    return presenters.session_dicts()
+
+
+@sessions.post("", response={201: SessionOut, 400: ErrorOut, 422: ErrorOut, **ERRORS})
+def create_session(request, data: Body[dict[str, Any]]):
+    """Create a session (status `ready`) from a JSON object: `name`, `symbols`,
+    `decision_agent`, `starting_cash` and optionally `session_id` (made from the name
+    when left out), `execution_agent` (needed when there are several), the risk rules
+    (`max_position_weight`, `max_orders_per_minute`, `flatten_on_stop`) and the fill
+    model (`fee_bps`, `slippage_bps`, `slippage_size_scaled`, `slippage_size_reference`).
+    422 lists each bad or unknown field with the reason; nothing is created then."""
+    require_control(request.user)
+    session = services.create_session(data, user=request.user)
+    return Status(201, presenters.one_session(session.session_id))
+
+
+# These two literal paths come before the `/{session_id}` routes, which would take them.
+@sessions.post("/pause-all", response={200: SessionBulkOut, **ERRORS})
+def pause_all_sessions(request):
+    """Pause every running session; the others are listed in `skipped` with the reason."""
+    require_control(request.user)
+    result = services.pause_all_sessions(user=request.user)
+    return {"changed": result.changed, "skipped": result.skipped}
+
+
+@sessions.post("/resume-all", response={200: SessionBulkOut, **ERRORS})
+def resume_all_sessions(request):
+    """Resume every paused session; the others are listed in `skipped` with the reason."""
+    require_control(request.user)
+    result = services.resume_all_sessions(user=request.user)
+    return {"changed": result.changed, "skipped": result.skipped}
+
+
+# A session may be called "pause-all" (ids are slugs made from names): GET on those two
+# paths is still that session's detail.
+@sessions.get("/pause-all", response={200: SessionDetailOut, **ERRORS}, include_in_schema=False)
+def get_session_named_pause_all(request):
+    return presenters.session_detail("pause-all")
+
+
+@sessions.get("/resume-all", response={200: SessionDetailOut, **ERRORS}, include_in_schema=False)
+def get_session_named_resume_all(request):
+    return presenters.session_detail("resume-all")
+
+
+@sessions.get("/{session_id}", response={200: SessionDetailOut, **ERRORS})
+def get_session(request, session_id: str):
+    """The session object plus its held positions (valued at their last mark), open
+    orders (oldest first), the 20 most recent fills (newest first) and every metric of
+    sessions.metrics.session_metrics. In `metrics`, amounts are decimal strings and
+    pnl_pct, win_rate, max_drawdown and exposure are numbers (null when undefined, e.g.
+    win_rate before the first sell); `trades` is a count. All read in one transaction
+    under the session's lock, so the numbers reconcile."""
+    return presenters.session_detail(session_id)
+
+
+@sessions.post("/{session_id}/start", response={200: SessionOut, **ERRORS})
+def start_session(request, session_id: str):
+    """Start a ready or stopped session (a stopped one continues with its cash and
+    positions). 409 if it is running, paused, starting or stopping."""
+    require_control(request.user)
+    services.start_session(session_id, user=request.user)
+    return presenters.one_session(session_id)
+
+
+@sessions.post("/{session_id}/stop", response={200: SessionOut, **ERRORS})
+def stop_session(request, session_id: str):
+    """Stop a session: its loop cancels open orders, flattens if the session says so and
+    confirms `stopped`. 409 if it is stopped, stopping or was never started."""
+    require_control(request.user)
+    services.stop_session(session_id, user=request.user)
+    return presenters.one_session(session_id)
+
+
+@sessions.post("/{session_id}/pause", response={200: SessionOut, **ERRORS})
+def pause_session(request, session_id: str):
+    """Pause a running session: no fill from now on; the loop cancels its open orders and
+    keeps marking to market. 409 unless it is running."""
+    require_control(request.user)
+    services.pause_session(session_id, user=request.user)
+    return presenters.one_session(session_id)
+
+
+@sessions.post("/{session_id}/resume", response={200: SessionOut, **ERRORS})
+def resume_session(request, session_id: str):
+    """Resume a paused session with the same cash and positions. 409 unless it is paused."""
+    require_control(request.user)
+    services.resume_session(session_id, user=request.user)
+    return presenters.one_session(session_id)
+
+
+@sessions.get("/{session_id}/trades", response={200: TradesOut, 422: ErrorOut, **ERRORS})
+def session_trades(request, session_id: str, limit: int = 100, offset: int = 0):
+    """The session's fills, newest first: `count` is the total, `items` the page of
+    `limit` (1..1000, default 100) fills after skipping `offset` (0 or more); outside
+    those ranges 422."""
+    errors = []
+    if not 1 <= limit <= MAX_TRADES_PAGE:
+        errors.append({"field": "limit", "reason": f"must be between 1 and {MAX_TRADES_PAGE}, not {limit}"})
+    if offset < 0:
+        errors.append({"field": "offset", "reason": f"must be 0 or more, not {offset}"})
+    if errors:
+        summary = "; ".join(f"{e['field']} {e['reason']}" for e in errors)
+        raise InvalidInput(f"Cannot page the trades: {summary}.", code="invalid", errors=errors)
+    return presenters.session_trades(session_id, limit, offset)
+
+
+@sessions.get("/{session_id}/equity", response={200: EquityOut, **ERRORS})
+def session_equity(request, session_id: str):
+    """The equity curve, oldest first: the newest 5000 recorded points at most
+    (`truncated` is true when older points were left out), each with `ts`, `equity`
+    and `cash`. Points are recorded by the session loop when it marks to market."""
+    return presenters.session_equity(session_id)
+
+
