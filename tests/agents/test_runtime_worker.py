@@ -199,7 +199,9 @@ def test_beat_reconciler_moves_a_lost_loop_to_the_surviving_worker(spawn_worker,
             what="the reconciler to restart the loop",
         )
         assert second.run_id != first.run_id
-        assert "restarted 1" in survivor.output()  # the surviving worker ran the reconciler
+        # The surviving worker ran the reconciler. Its log line may land a moment after the
+        # new loop reports running (the loop runs in another thread of the same worker).
+        wait_for(lambda: "restarted 1" in survivor.output(), timeout=10, what="the reconciler's log line")
     finally:
         os.killpg(beat.pid, signal.SIGTERM)
         beat.wait(timeout=10)
