@@ -164,8 +164,9 @@ STOP_GRACE_SECONDS = env.float("STOP_GRACE_SECONDS", default=15.0)
 # How long a queued start may wait for a worker before the reconciler sends it again.
 START_GRACE_SECONDS = env.float("START_GRACE_SECONDS", default=60.0)
 # A step running longer than this puts the runnable in error (agents may set their own
-# `step_timeout_seconds`); the stuck step is abandoned and its loop fenced.
-STEP_TIMEOUT_SECONDS = env.float("STEP_TIMEOUT_SECONDS", default=30.0)
+# `step_timeout_seconds`); the stuck step is abandoned and its loop fenced. A loop's lease
+# always outlives its step timeout, so the watchdog, not a takeover, handles a hung step.
+STEP_TIMEOUT_SECONDS = env.float("STEP_TIMEOUT_SECONDS", default=10.0)
 
 # --- Static files -----------------------------------------------------------
 STATIC_URL = "static/"

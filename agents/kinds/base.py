@@ -50,6 +50,12 @@ class KindConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     tick_seconds: float = Field(1.0, ge=0.05, le=60, description="Seconds between steps.")
+    step_timeout_seconds: float | None = Field(
+        None,
+        ge=0.1,
+        le=3600,
+        description="A step running longer puts the agent in error (default: setting STEP_TIMEOUT_SECONDS).",
+    )
 
 
 @dataclass

@@ -91,6 +91,10 @@ class AgentLoop(Loop):
     def tick_for(self, row: Agent) -> float:
         return float((row.config or {}).get("tick_seconds", 1.0))
 
+    def step_timeout_for(self, row: Agent) -> float:
+        own = (row.config or {}).get("step_timeout_seconds")
+        return float(own) if own else super().step_timeout_for(row)
+
     def config_rev(self, row: Agent) -> str:
         return str(row.config_version)
 

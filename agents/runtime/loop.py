@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import close_old_connections, models
 from django.utils import timezone
 
-from agents.runtime import flags, keys
+from agents.runtime import flags, keys, watchdog
 from agents.runtime.lease import Fenced, Lease
 from agents.runtime.redis import get_blocking_redis, get_redis
 from agents.states import Desired, Status
@@ -107,6 +107,12 @@ class Loop:
         self._gauges: dict[str, Any] = {}
         self._last_db_write = 0.0
         self._config_rev = ""
+        self.step_timeout = settings.STEP_TIMEOUT_SECONDS
+        self._step_started: float | None = None
+        # Set by the watchdog when a step overran: from then on the loop writes nothing.
+        self.abandoned = False
+        self._fence_lock = threading.Lock()
+        self._lease: Lease | None = None
 
     # --- what subclasses provide ---------------------------------------------------
 
@@ -136,6 +142,10 @@ class Loop:
         """Seconds between steps, read before setup (the lease length depends on it)."""
         return 1.0
 
+    def step_timeout_for(self, row: models.Model) -> float:
+        """Seconds a step may run before the watchdog abandons it."""
+        return settings.STEP_TIMEOUT_SECONDS
+
     def config_rev(self, row: models.Model) -> str:
         """A value that changes when the row's config does ("" = never reload)."""
         return ""
@@ -160,8 +170,10 @@ class Loop:
     @property
     def lease_ms(self) -> int:
         # Long enough to survive a tick plus a slow step, short enough that a crashed
-        # loop is replaced within seconds.
-        return int((2 * self.tick_seconds + settings.LEASE_EXTRA_SECONDS) * 1000)
+        # loop is replaced within seconds; longer than the step timeout, so a hung step
+        # is the watchdog's to report, not a takeover's.
+        seconds = max(2 * self.tick_seconds + settings.LEASE_EXTRA_SECONDS, self.step_timeout + 2)
+        return int(seconds * 1000)
 
     def run(self) -> str:
         """Run until stopped, superseded or failed; returns why it ended."""
@@ -173,7 +185,8 @@ class Loop:
             self._set_status(Status.STOPPED)
             return "stopped before start"
         self.tick_seconds = self.tick_for(row)
-        lease = Lease(self.client, keys.lease(self.kind, self.rid), self.token, self.lease_ms)
+        self.step_timeout = self.step_timeout_for(row)
+        lease = self._lease = Lease(self.client, keys.lease(self.kind, self.rid), self.token, self.lease_ms)
         try:
             self._take_lease(lease)
         except Superseded as exc:
@@ -186,6 +199,7 @@ class Loop:
 
         with _live_lock:
             _live.add(self)
+        watchdog.watch(self)
         reason = "stopped"
         try:
             self.setup(row)
@@ -200,10 +214,14 @@ class Loop:
             reason = f"fenced: {exc}"
             self.logger().warning("superseded; exiting without writing (%s)", exc)
         except Exception as exc:  # a failing step must not take the worker down
-            reason = f"error: {exc}"
-            self.logger().exception("failed: %s", exc)
-            self._set_status(Status.ERROR, f"{type(exc).__name__}: {exc}")
+            if self.abandoned:
+                reason = f"abandoned, then failed: {exc}"
+            else:
+                reason = f"error: {exc}"
+                self.logger().exception("failed: %s", exc)
+                self._set_status(Status.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
+            watchdog.unwatch(self)
             with _live_lock:
                 _live.discard(self)
             try:
@@ -257,6 +275,8 @@ class Loop:
 
     def _one_iteration(self, lease: Lease, next_step: float) -> tuple[float, str]:
         """Check state, step if the tick is due, wait; returns (next_step, exit reason or "")."""
+        if self.abandoned:
+            raise Fenced("abandoned by the watchdog")
         control = self._tick(lease)
         if control.run_id != self.run_id:
             raise Fenced(f"run {control.run_id[:8]} is now current")
@@ -277,7 +297,13 @@ class Loop:
             # How late this tick starts against its schedule: what capacity costs.
             self._gauges["tick_lag_ms"] = round((now - next_step) * 1000, 3)
             started = time.perf_counter()
-            counters = self.step()
+            self._step_started = now
+            try:
+                counters = self.step()
+            finally:
+                self._step_started = None
+            if self.abandoned:
+                raise Fenced("step returned after the watchdog abandoned it")
             elapsed_ms = (time.perf_counter() - started) * 1000
             self._count({"steps": 1, **counters})
             self._gauges["last_step_ms"] = round(elapsed_ms, 3)
@@ -306,10 +332,16 @@ class Loop:
         except Fenced:
             # Redis may have restarted or been flushed (the lease is simply gone): take
             # the lease again if the database still names this run; else we are fenced.
-            if lease.holder() is None and self._control_from_db().run_id == self.run_id and lease.acquire():
-                self.logger().warning("lease was lost (Redis restarted?); re-acquired")
-                self._pending_incr = incr
-                return self._tick(lease)
+            with self._fence_lock:
+                if (
+                    not self.abandoned
+                    and lease.holder() is None
+                    and self._control_from_db().run_id == self.run_id
+                    and lease.acquire()
+                ):
+                    self.logger().warning("lease was lost (Redis restarted?); re-acquired")
+                    self._pending_incr = incr
+                    return self._tick(lease)
             raise
         if "desired" not in mirrored:
             # Redis lost the flags: the database decides. A paused session must never
@@ -348,6 +380,27 @@ class Loop:
             self.flush()
         except Exception:  # log rows are best effort; never kill the loop over them
             log.exception("could not flush log entries")
+
+    # --- the watchdog (agents.runtime.watchdog) --------------------------------------
+
+    def step_overdue(self, now: float) -> float | None:
+        started = self._step_started
+        if started is None or self.abandoned or now - started <= self.step_timeout:
+            return None
+        return now - started
+
+    def abandon(self, ran_for: float) -> None:
+        """The step overran: error with the reason, and free the lease for a restart."""
+        with self._fence_lock:
+            self.abandoned = True
+        message = f"step timed out after {ran_for:.1f} s (limit {self.step_timeout:g} s); abandoned"
+        self.logger().error(message)
+        self._set_status(Status.ERROR, message)
+        if self._lease is not None:
+            try:
+                self._lease.release()
+            except redis.RedisError:
+                pass  # it expires on its own
 
     # --- database ------------------------------------------------------------------
 

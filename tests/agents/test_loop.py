@@ -90,3 +90,35 @@ def test_a_config_change_is_picked_up_by_the_running_loop(make_agent, run_loop):
     services.update_agent_config(agent.agent_id, {"source": "simulated", "tick_seconds": 0.5, "seed": 9})
     log_file = settings.LOG_DIR / f"{agent.agent_id}.log"
     wait_for(lambda: "config reloaded" in log_file.read_text(), what="the loop to reload its config")
+
+
+def test_a_step_past_its_timeout_is_abandoned_and_the_loop_writes_nothing_after(
+    make_agent, run_loop, redis_client, monkeypatch
+):
+    """The watchdog: error with the reason, lease freed for a restart, the hung loop fenced."""
+    release = threading.Event()
+    original_step = AgentLoop.step
+
+    def hanging_step(self):
+        if self.rid == "hung":
+            release.wait(30)  # a read that never returns, until the test lets it go
+        return original_step(self)
+
+    monkeypatch.setattr(AgentLoop, "step", hanging_step)
+    agent = make_agent("hung", config={"tick_seconds": 0.2, "step_timeout_seconds": 0.5})
+    outcome = run_loop(agent.agent_id)
+    failed = wait_for(
+        lambda: (a := Agent.objects.get(pk=agent.pk)).status == Status.ERROR and a, what="the watchdog"
+    )
+    assert "step timed out after" in failed.error_message
+    assert redis_client.get(keys.lease("agent", agent.agent_id)) is None
+    heartbeat = failed.last_heartbeat
+    release.set()  # the hung step returns at last: its loop must end without writing
+    outcome["thread"].join(timeout=10)
+    assert outcome["reason"].startswith("fenced")
+    after = Agent.objects.get(pk=agent.pk)
+    assert (after.status, after.error_message, after.last_heartbeat) == (
+        Status.ERROR,
+        failed.error_message,
+        heartbeat,
+    )
