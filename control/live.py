@@ -4,12 +4,15 @@ Every SWEEP_SECONDS the hub reads what the page shows (control.page: a fixed num
 queries and Redis round trips, whatever the number of agents and sessions), compares each
 part with what it pushed last, and re-renders only the parts that changed: the same
 partials the page was first rendered with, sent as out-of-band swaps on /ws/control/, and
-as JSON events on /ws/events/. An object changing 50 times a second is therefore pushed
-at most 1/SWEEP_SECONDS times a second (coalescing), and the runtime never has to know
-about the page (DESIGN.md: the runtime does not import control).
+as JSON events on /ws/events/. Announced changes are re-read and pushed at once; an object
+changing 50 times a second is pushed a few times a second (control.push_budget), its
+latest state when its turn comes. The runtime never has to know about the page
+(DESIGN.md: the runtime does not import control).
 
 Nothing is lost for good: a socket that drops reconnects and the page re-fetches every
-part (GET /ui/panel); a new socket first gets every part as the hub last rendered it.
+part (GET /ui/panel); a new socket first gets every part as the hub last rendered it; a
+socket a push could not be delivered to (closed, or its channel full) gets every part
+again at the next full sweep.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from control import page
+from control.push_budget import PushBudget
 from control.templatetags.panel import json_script_safe
 from sessions.models import Fill
 
@@ -68,6 +72,7 @@ class Listener:
     can_control: bool
     wants_html: bool
     fresh: bool  # joined since the last sweep: gets every part once
+    stale: bool = False  # a push to it failed: gets every part at the next full sweep
 
     async def deliver(self, text: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -90,6 +95,9 @@ class Hub:
         self._fills_after = timezone.now()
         self._edge_counts: dict[tuple[str, str], tuple[int, float]] = {}
         self._rates: dict[tuple[str, str], float] = {}
+        self._budget = PushBudget()
+        self._deferred: dict[str, float] = {}  # "<kind>:<id>" or "system" -> when its push is due
+        self._now = 0.0  # monotonic start of the current sweep
 
     # --- listeners ------------------------------------------------------------------
 
@@ -142,14 +150,19 @@ class Hub:
 
     async def _run(self) -> None:
         while self.listeners:
-            started = time.monotonic()
+            started = self._now = time.monotonic()
             self._wake.clear()  # a change announced from now on means another sweep
             try:
                 html = [item for item in self.listeners if item.wants_html]
+                if started >= self._next_full:
+                    for item in html:
+                        if getattr(item, "stale", False):
+                            item.stale, item.fresh = False, True
                 levels = {item.can_control for item in html}
                 fresh = {item.can_control for item in html if item.fresh}
                 events = any(not item.wants_html for item in self.listeners)
                 dirty, self._dirty = self._dirty, set()
+                dirty |= self._take_due(started)
                 if dirty and not fresh and started < self._next_full + SWEEP_SECONDS:
                     # Only what was announced (and the system panel): a few milliseconds
                     # however many agents there are. It goes before a full sweep that is due.
@@ -171,10 +184,18 @@ class Hub:
                 # Under a flood of changes: gather them for a moment, then sweep them at once.
                 await asyncio.sleep(COALESCE_SECONDS)
                 continue
+            wake_at = min([self._next_full, *self._deferred.values()])
             try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, self._next_full - time.monotonic()))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - time.monotonic()))
             except TimeoutError:
                 pass
+
+    def _take_due(self, now: float) -> set[str]:
+        """The throttled objects whose turn has come."""
+        due = {key for key, at in self._deferred.items() if at <= now}
+        for key in due:
+            del self._deferred[key]
+        return due
 
     async def _deliver(self, frame: Frame) -> None:
         for listener in list(self.listeners):
@@ -190,7 +211,10 @@ class Hub:
                 else:
                     for event in frame.events:
                         await listener.deliver(json.dumps(event, cls=DjangoJSONEncoder))
-            except Exception:  # a closed socket: its disconnect handler removes it
+            except Exception:
+                # A closed socket (its disconnect handler removes it) or a full one: what it
+                # missed is not known, so it gets every part again.
+                listener.stale = True
                 log.debug("could not deliver to a listener", exc_info=True)
 
     # --- the sweep (sync: database and Redis) ------------------------------------------
@@ -201,7 +225,7 @@ class Hub:
         changed: dict[str, tuple[str, dict[str, Any]]] = {}  # dom id -> (partial name, context)
 
         panel = page.system_panel()
-        self._note(changed, "system-panel", self._system_print(panel), "system-panel", panel)
+        self._note(changed, "system-panel", self._system_print(panel), "system-panel", panel, budget="system")
 
         cards = page.agent_cards()
         agent_ids = tuple(c.agent_id for c in cards)
@@ -218,7 +242,12 @@ class Hub:
         else:
             for card in cards:
                 self._note(
-                    changed, f"agent-{card.agent_id}", _card_fingerprint(card), "agent-card", {"card": card}
+                    changed,
+                    f"agent-{card.agent_id}",
+                    _card_fingerprint(card),
+                    "agent-card",
+                    {"card": card},
+                    budget=f"agent:{card.agent_id}",
                 )
 
         edges = self._with_rates(page.edges(cards))
@@ -243,6 +272,7 @@ class Hub:
                     _digest([row.session, row.can]),
                     "session-row",
                     {"row": row},
+                    budget=f"session:{row.session_id}",
                 )
 
         times = self._times(cards)
@@ -271,17 +301,21 @@ class Hub:
         agent_ids = [d.split(":", 1)[1] for d in dirty if d.startswith("agent:")]
         session_ids = [d.split(":", 1)[1] for d in dirty if d.startswith("session:")]
         panel = page.system_panel()
-        self._note(changed, "system-panel", self._system_print(panel), "system-panel", panel)
+        self._note(changed, "system-panel", self._system_print(panel), "system-panel", panel, budget="system")
         cards = page.agent_cards(agent_ids) if agent_ids else []
         for card in cards:
             if self._agent_ids and card.agent_id in self._agent_ids:  # new agents: the full sweep
+                key = f"agent-{card.agent_id}"
+                budget = f"agent:{card.agent_id}"
                 fingerprint = _card_fingerprint(card)
-                self._note(changed, f"agent-{card.agent_id}", fingerprint, "agent-card", {"card": card})
+                self._note(changed, key, fingerprint, "agent-card", {"card": card}, budget=budget)
         rows = page.session_rows(session_ids) if session_ids else []
         for row in rows:
             if self._session_ids and row.session_id in self._session_ids:
+                key = f"session-{row.session_id}"
                 fingerprint = _digest([row.session, row.can])
-                self._note(changed, f"session-{row.session_id}", fingerprint, "session-row", {"row": row})
+                budget = f"session:{row.session_id}"
+                self._note(changed, key, fingerprint, "session-row", {"row": row}, budget=budget)
         for can_control in levels:
             frame.html[can_control] = [self._render(name, ctx, can_control) for name, ctx in changed.values()]
         if with_events:
@@ -314,10 +348,18 @@ class Hub:
         partial: str,
         context: dict[str, Any],
         force: bool = False,
+        budget: str | None = None,
     ) -> None:
-        if force or self._prints.get(dom_id) != fingerprint:
-            self._prints[dom_id] = fingerprint
-            changed[dom_id] = (partial, context)
+        """Add the part to `changed` if its fingerprint moved. With `budget` (the object's
+        announcement key), an object out of pushes is left unnoted and comes back, re-read,
+        when its next push is due."""
+        if not force and self._prints.get(dom_id) == fingerprint:
+            return
+        if budget is not None and not force and not self._budget.take(dom_id, self._now):
+            self._deferred[budget] = self._budget.due(dom_id, self._now)
+            return
+        self._prints[dom_id] = fingerprint
+        changed[dom_id] = (partial, context)
 
     def _forget(self, dom_id: str) -> None:
         self._prints.pop(dom_id, None)
