@@ -14,8 +14,6 @@ from django.test import Client
 
 from agents.models import Agent
 from agents.runtime import keys
-from agents.runtime.agent_loop import AgentLoop
-from agents.runtime.lease import Fenced
 from agents.states import Desired, Status
 from control import services
 from control.reconcile import reconcile
@@ -220,57 +218,3 @@ def test_worker_shutdown_ends_loops_cleanly_and_restore_restarts_them(spawn_work
     spawn_worker()
     reconcile()
     assert wait_for(running(agent.agent_id), what="restarted after the worker came back")
-
-
-def test_a_superseded_loop_cannot_write_anything(celery_worker, make_agent, redis_client):
-    """Fencing: a loop that stalls past its lease is replaced and can no longer write."""
-    agent = make_agent("fenced_feed")
-    Agent.objects.filter(pk=agent.pk).update(
-        desired_state=Desired.RUNNING, status=Status.STARTING, run_id="run-old"
-    )
-    stall, stalled, release = threading.Event(), threading.Event(), threading.Event()
-    outcome: dict[str, object] = {}
-
-    class StallingLoop(AgentLoop):
-        def step(self):
-            if stall.is_set():
-                stalled.set()
-                release.wait(30)
-                try:
-                    self._publish({"marker": "from the stale loop"})
-                    outcome["publish"] = "written"
-                except Fenced:
-                    outcome["publish"] = "refused"
-                outcome["db_rows"] = Agent.objects.filter(pk=self.rid, run_id=self.run_id).update(
-                    status=Status.ERROR
-                )
-            return super().step()
-
-    def run_old_loop():
-        outcome["reason"] = StallingLoop(agent.agent_id, "run-old").run()
-        connection.close()
-
-    thread = threading.Thread(target=run_old_loop)
-    thread.start()
-    try:
-        wait_for(running(agent.agent_id, "run-old"), what="the old loop to run")
-        stall.set()
-        wait_for(stalled.is_set, what="the old loop to stall")
-        wait_for(
-            lambda: not redis_client.exists(keys.lease("agent", agent.agent_id)), what="its lease to lapse"
-        )
-        reconcile()
-        new = wait_for(
-            lambda: (a := status_of(agent.agent_id)).run_id != "run-old" and a.status == Status.RUNNING and a,
-            what="a new incarnation in the worker",
-        )
-    finally:
-        release.set()
-        thread.join(timeout=30)
-    assert outcome["publish"] == "refused"
-    assert outcome["db_rows"] == 0
-    assert str(outcome["reason"]).startswith("fenced")
-    after = status_of(agent.agent_id)
-    assert (after.run_id, after.status) == (new.run_id, Status.RUNNING)
-    stream = keys.stream("agent", agent.agent_id)
-    assert not any("marker" in fields["data"] for _id, fields in redis_client.xrange(stream))
