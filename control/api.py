@@ -16,7 +16,7 @@ from ninja.security import APIKeyCookie, HttpBearer
 
 from agents.models import Agent
 from control import health, presenters, services
-from control.api_common import ERRORS, ErrorOut
+from control.api_common import BODY_ERRORS, ERRORS
 from control.api_sessions import sessions as sessions_router
 from control.auth import bearer_user, require_control
 from control.errors import Forbidden, NotFound, ServiceError
@@ -249,7 +249,7 @@ def agent_metrics(request, agent_id: str):
     return {"agent_id": agent_id, "metrics": out["metrics"], "last_active": out["last_active"]}
 
 
-@agents.post("/{agent_id}/config", response={200: AgentOut, 422: ErrorOut, **ERRORS})
+@agents.post("/{agent_id}/config", response={200: AgentOut, **BODY_ERRORS})
 def agent_config(request, agent_id: str, config: Body[dict[str, Any]]):
     """Validate a new config with the agent's kind and store it (422 with the field and reason).
 

@@ -6,12 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from ninja import Body, Router, Schema, Status
+from ninja import Body, Query, Router, Schema, Status
 
 from control import presenters, services
-from control.api_common import ERRORS, ErrorOut
+from control.api_common import BODY_ERRORS, ERRORS, json_body
 from control.auth import require_control
-from control.errors import InvalidInput
 
 # --- paper trading sessions ---------------------------------------------------------
 #
@@ -126,6 +125,38 @@ class SessionBulkOut(Schema):
     skipped: list[dict[str, str]]
 
 
+_DECIMAL = r"^[0-9]{1,12}(\.[0-9]{1,8})?$"
+# The body of a new session, for the schema only: sessions.forms.SessionCreateForm is the
+# validation (shared with the page), and it also refuses what a schema cannot say (an
+# unknown decision agent, an id taken) with 422.
+SESSION_IN = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name", "symbols", "decision_agent", "starting_cash"],
+    "properties": {
+        "session_id": {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,64}$"},
+        "name": {"type": "string", "pattern": r"\S", "maxLength": 120},
+        "symbols": {
+            "type": "array",
+            "items": {"type": "string", "pattern": "^[A-Z0-9][A-Z0-9._-]{0,31}$"},
+            "minItems": 1,
+            "maxItems": 20,
+            "uniqueItems": True,
+        },
+        "decision_agent": {"type": "string", "description": "The id of a decision agent."},
+        "execution_agent": {"type": "string", "description": "The id of an execution agent."},
+        "starting_cash": {"type": "string", "pattern": _DECIMAL, "example": "10000.00"},
+        "max_position_weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "max_orders_per_minute": {"type": "integer", "minimum": 1, "maximum": 600},
+        "flatten_on_stop": {"type": "boolean"},
+        "fee_bps": {"type": "string", "pattern": _DECIMAL},
+        "slippage_bps": {"type": "string", "pattern": _DECIMAL},
+        "slippage_size_scaled": {"type": "boolean"},
+        "slippage_size_reference": {"type": "string", "pattern": _DECIMAL},
+    },
+}
+
+
 @sessions.get("", response={200: list[SessionOut], **ERRORS})
 def list_sessions(request):
     """Every session with its status and performance (cash, equity, pnl, pnl_pct, trades)
@@ -133,7 +164,11 @@ def list_sessions(request):
     return presenters.session_dicts()
 
 
-@sessions.post("", response={201: SessionOut, 400: ErrorOut, 422: ErrorOut, **ERRORS})
+@sessions.post(
+    "",
+    response={201: SessionOut, **BODY_ERRORS},
+    openapi_extra=json_body("The new session.", SESSION_IN),
+)
 def create_session(request, data: Body[dict[str, Any]]):
     """Create a session (status `ready`) from a JSON object: `name`, `symbols`,
     `decision_agent`, `starting_cash` and optionally `session_id` (made from the name
@@ -163,15 +198,18 @@ def resume_all_sessions(request):
     return {"changed": result.changed, "skipped": result.skipped}
 
 
-# A session may be called "pause-all" (ids are slugs made from names): GET on those two
-# paths is still that session's detail.
-@sessions.get("/pause-all", response={200: SessionDetailOut, **ERRORS}, include_in_schema=False)
+# A session made before these two ids were reserved may be called "pause-all": GET on
+# those two paths is still that session's detail. Documented, so the schema lists every
+# method the paths answer (their `Allow` header says GET, POST).
+@sessions.get("/pause-all", response={200: SessionDetailOut, **ERRORS})
 def get_session_named_pause_all(request):
+    """The detail of a session whose id is `pause-all` (ids made before it was reserved)."""
     return presenters.session_detail("pause-all")
 
 
-@sessions.get("/resume-all", response={200: SessionDetailOut, **ERRORS}, include_in_schema=False)
+@sessions.get("/resume-all", response={200: SessionDetailOut, **ERRORS})
 def get_session_named_resume_all(request):
+    """The detail of a session whose id is `resume-all` (ids made before it was reserved)."""
     return presenters.session_detail("resume-all")
 
 
@@ -221,19 +259,21 @@ def resume_session(request, session_id: str):
     return presenters.one_session(session_id)
 
 
-@sessions.get("/{session_id}/trades", response={200: TradesOut, 422: ErrorOut, **ERRORS})
-def session_trades(request, session_id: str, limit: int = 100, offset: int = 0):
+# Offsets past this are refused: no session has that many fills, and a huge OFFSET is
+# work for the database (and overflows a 64-bit integer in SQLite).
+MAX_TRADES_OFFSET = 10_000_000
+
+
+@sessions.get("/{session_id}/trades", response={200: TradesOut, 422: BODY_ERRORS[422], **ERRORS})
+def session_trades(
+    request,
+    session_id: str,
+    limit: int = Query(100, ge=1, le=MAX_TRADES_PAGE),
+    offset: int = Query(0, ge=0, le=MAX_TRADES_OFFSET),
+):
     """The session's fills, newest first: `count` is the total, `items` the page of
     `limit` (1..1000, default 100) fills after skipping `offset` (0 or more); outside
-    those ranges 422."""
-    errors = []
-    if not 1 <= limit <= MAX_TRADES_PAGE:
-        errors.append({"field": "limit", "reason": f"must be between 1 and {MAX_TRADES_PAGE}, not {limit}"})
-    if offset < 0:
-        errors.append({"field": "offset", "reason": f"must be 0 or more, not {offset}"})
-    if errors:
-        summary = "; ".join(f"{e['field']} {e['reason']}" for e in errors)
-        raise InvalidInput(f"Cannot page the trades: {summary}.", code="invalid", errors=errors)
+    those ranges 422 naming the parameter."""
     return presenters.session_trades(session_id, limit, offset)
 
 
