@@ -1,13 +1,23 @@
-"""How long the control panel takes to render with many agents and sessions, and what one
-live sweep costs (the hub's work every 0.3 s while a page is open).
+"""How long the control panel takes to render as agents grow, what it costs in queries,
+and what one live sweep costs (the hub's work every 0.3 s while a page is open).
 
-Builds, on a database and Redis prefix of its own, N agents (a quarter each of market
-data, technical, decision, execution; each execution agent fed by a market data agent)
-and M sessions with a few fills each, plus a log file and some stream messages per agent
-so the cards have something to show. No loops run: this measures the server's reading
-and rendering, not the agents. Prints medians over repeated runs, and the query counts.
+Builds, on a database and Redis prefix of its own, M sessions with a few fills each and
+then, size by size (10, 100, 500 agents by default), agents up to that size: a quarter
+each of market data, technical, decision, execution, each execution agent fed by a
+market data agent, each with a log file and some stream messages so the cards have
+something to show. At each size it times the server's render of `/` (Django's test
+client: view, queries, templates; no network) and counts its queries, which must not
+grow with the agents (the script fails if they differ). At the largest size it also
+times the live sweeps and a status change's push to a socket. No loops run: this
+measures the server's reading and rendering, not the agents. Prints medians.
 
-    .venv/bin/python bench/page_render.py [--agents 500] [--sessions 200] [--repeat 15]
+The health report (cached 5 s in production) is computed once per size and pinned, so
+a cache expiry in the middle of a measurement cannot add its queries to one render.
+
+    .venv/bin/python bench/page_render.py [--agents 10 100 500] [--sessions 200] [--repeat 15] [--quick]
+
+The last line printed is `RESULT {json}` (bench/common.py) for bench/run_all.py; the
+target is `queries_growth_count` (most queries minus fewest, over the sizes) <= 0.
 """
 
 from __future__ import annotations
@@ -15,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -39,11 +48,13 @@ os.environ.update(
     }
 )
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import django  # noqa: E402
 
 django.setup()
 
+import common  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
@@ -55,6 +66,7 @@ from agents.models import Agent  # noqa: E402
 from agents.runtime import keys  # noqa: E402
 from agents.runtime.logs import agent_logger  # noqa: E402
 from agents.runtime.redis import get_redis  # noqa: E402
+from control import health  # noqa: E402
 from control.live import Hub  # noqa: E402
 from sessions import broker  # noqa: E402
 from sessions.models import TradingSession  # noqa: E402
@@ -67,13 +79,19 @@ KINDS = [
 ]
 
 
-def build(n_agents: int, n_sessions: int) -> None:
-    call_command("migrate", verbosity=0)
+def per_kind(n_agents: int) -> list[int]:
+    """How many agents of each kind make `n_agents` (earlier kinds take the remainder, so
+    every technical, decision and execution agent has its market data agent)."""
+    base, extra = divmod(n_agents, len(KINDS))
+    return [base + (1 if k < extra else 0) for k in range(len(KINDS))]
+
+
+def add_agents(have: int, n_agents: int) -> None:
+    """Grow the graph from `have` agents to `n_agents`."""
     client = get_redis()
-    per_kind = n_agents // len(KINDS)
     agents = []
-    for kind, role, config in KINDS:
-        for i in range(per_kind):
+    for (kind, role, config), first, upto in zip(KINDS, per_kind(have), per_kind(n_agents), strict=True):
+        for i in range(first, upto):
             agents.append(
                 Agent(
                     agent_id=f"{kind}-{i}",
@@ -85,10 +103,11 @@ def build(n_agents: int, n_sessions: int) -> None:
                 )
             )
     Agent.objects.bulk_create(agents)
-    for i in range(per_kind):
-        Agent.objects.get(pk=f"technical-{i}").inputs_from.add(f"market_data-{i}")
-        Agent.objects.get(pk=f"decision-{i}").inputs_from.add(f"technical-{i}")
-        Agent.objects.get(pk=f"execution-{i}").inputs_from.add(f"market_data-{i}")
+    for agent in agents:
+        i = agent.agent_id.rsplit("-", 1)[1]
+        source = {"technical": "market_data", "decision": "technical", "execution": "market_data"}
+        if agent.kind in source:
+            agent.inputs_from.add(f"{source[agent.kind]}-{i}")
     pipe = client.pipeline(transaction=False)
     for agent in agents:
         message = {"type": "bar", "symbol": "BTC-USD", "close": 65000.0, "ts": "2026-01-01T00:00:00+00:00"}
@@ -99,6 +118,10 @@ def build(n_agents: int, n_sessions: int) -> None:
         log = agent_logger(agent.agent_id)
         for j in range(5):
             log.warning("line %d of %s", j, agent.agent_id)
+
+
+def add_sessions(n_sessions: int, per_kind: int) -> None:
+    """Sessions trading through the first `per_kind` decision/execution agents."""
     for i in range(n_sessions):
         TradingSession.objects.create(
             session_id=f"s-{i}",
@@ -113,7 +136,12 @@ def build(n_agents: int, n_sessions: int) -> None:
         for side in ("buy", "sell"):
             order = broker.place_order(f"s-{i}", "BTC-USD", side, Decimal("0.01"))
             broker.fill_market_order(order.pk, Decimal("65000"))
-    get_user_model().objects.create_superuser("bench", password="bench")
+
+
+def pin_health() -> None:
+    """Compute the health report now and serve it to every render of this size."""
+    report = health.health()
+    health.cached_health = lambda *args, **kwargs: report
 
 
 def push_latency(user, repeat: int) -> tuple[float, float]:
@@ -149,8 +177,8 @@ def push_latency(user, repeat: int) -> tuple[float, float]:
         await ws.disconnect()
         return samples
 
-    samples = sorted(async_to_sync(scenario)())
-    return statistics.median(samples), samples[min(len(samples) - 1, int(0.95 * len(samples)))]
+    samples = async_to_sync(scenario)()
+    return common.percentile(samples, 0.5), common.percentile(samples, 0.95)
 
 
 def timed(fn, repeat: int) -> tuple[float, int]:
@@ -165,22 +193,54 @@ def timed(fn, repeat: int) -> tuple[float, int]:
     return statistics.median(times), queries
 
 
+VIA = "Django test client in process (view, queries, templates; no network); SQLite unless BENCH_DATABASE_URL"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--agents", type=int, default=500)
+    parser.add_argument("--agents", type=int, nargs="+", default=[10, 100, 500], help="sizes")
     parser.add_argument("--sessions", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="3 runs of each")
     args = parser.parse_args()
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cpus; db {connection.vendor}")
+    if args.quick:
+        args.repeat = 3
+    sizes = sorted(set(args.agents))
+    if sizes[0] < len(KINDS):
+        parser.error(f"at least {len(KINDS)} agents, one of each kind")
+    info = common.print_header(f"page render: GET / at {', '.join(map(str, sizes))} agents; the live sweep")
+    figures: dict[str, float] = {"sessions_count": args.sessions, "runs_count": args.repeat}
     try:
-        build(args.agents, args.sessions)
+        call_command("migrate", verbosity=0)
+        user = get_user_model().objects.create_superuser("bench", password="bench")
         client = Client()
-        client.force_login(get_user_model().objects.get(username="bench"))
-        client.get("/")  # warm: templates, health cache
+        client.force_login(user)
 
         def render() -> None:
             response = client.get("/")
             assert response.status_code == 200, response.status_code
+
+        have = 0
+        counts = {}
+        print(f"GET / (full render, server side), {args.sessions} sessions, medians over {args.repeat} runs:")
+        for n in sizes:
+            add_agents(have, n)
+            if have == 0:
+                add_sessions(args.sessions, min(per_kind(n)))
+            have = n
+            pin_health()
+            render()  # warm: templates, permissions, the cards' log tails
+            median, counts[n] = timed(render, args.repeat)
+            size = len(client.get("/").content)
+            figures |= {
+                f"render_{n}_agents_p50_ms": median,
+                f"queries_{n}_agents_count": counts[n],
+                f"page_{n}_agents_kib": size / 1024,
+            }
+            print(
+                f"  {n:4d} agents: median {median:6.0f} ms, {counts[n]} queries, page {size / 1024:.0f} KiB"
+            )
+        figures["queries_growth_count"] = max(counts.values()) - min(counts.values())
 
         hub = Hub()
         hub.sweep({True}, set(), True)  # the first sweep renders everything once
@@ -191,20 +251,23 @@ def main() -> None:
         def sweep_everything() -> None:
             Hub().sweep({True}, {True}, True)
 
-        push = push_latency(get_user_model().objects.get(username="bench"), args.repeat)
-        size = len(client.get("/").content)
-        print(f"{args.agents} agents, {args.sessions} sessions; page {size / 1024:.0f} KiB")
-        for label, fn in (
-            ("GET / (full render)", render),
-            ("live sweep, nothing changed", sweep_quiet),
-            ("live sweep, every part rendered (a new socket)", sweep_everything),
+        push = push_latency(user, args.repeat)
+        print(f"at {sizes[-1]} agents, {args.sessions} sessions:")
+        for key, label, fn in (
+            ("sweep_quiet", "live sweep, nothing changed", sweep_quiet),
+            ("sweep_all", "live sweep, every part rendered (a new socket)", sweep_everything),
         ):
             median, queries = timed(fn, args.repeat)
+            figures |= {f"{key}_{sizes[-1]}_agents_p50_ms": median, f"{key}_queries_count": queries}
             print(f"  {label}: median {median:.0f} ms over {args.repeat} runs, {queries} queries")
+        figures |= {f"push_{sizes[-1]}_agents_p50_ms": push[0], f"push_{sizes[-1]}_agents_p95_ms": push[1]}
         print(
             f"  status change -> card on a /ws/control/ socket (in process): median {push[0]:.1f} ms, "
             f"p95 {push[1]:.1f} ms over {args.repeat} changes (full sweep every 0.3 s besides)"
         )
+        common.emit_result("page_render", args.quick, info, VIA, figures, {"queries_growth_count": 0})
+        if figures["queries_growth_count"]:
+            raise SystemExit(f"page_render: the query count of / grows with the agents: {counts}")
     finally:
         client = get_redis()
         for key in client.scan_iter(match=f"{settings.REDIS_PREFIX}*", count=1000):
