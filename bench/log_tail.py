@@ -14,20 +14,18 @@ each with the file in the page cache ("warm") and dropped from it before every c
 with posix_fadvise(DONTNEED) ("cold": the few blocks at the end come from the disk).
 Checks both tails return the same lines, prints medians and p95, and removes the file.
 
-    .venv/bin/python bench/log_tail.py [--size-mb 1024] [--repeat 21] [--lines 100]
+    .venv/bin/python bench/log_tail.py [--size-mb 1024] [--repeat 21] [--lines 100] [--quick]
 
-The last line printed is `RESULT {json}` for bench/run_all.py.
+The last line printed is `RESULT {json}` (bench/common.py) for bench/run_all.py. Targets:
+the same lines as GNU tail, and a median no slower than GNU tail's (spawn included).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,9 +35,18 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tradingsite.settings")
 
+import django  # noqa: E402
+
+django.setup()  # for the machine description only: this bench opens no database
+
+import common  # noqa: E402
+
 from agents.runtime.logs import tail  # noqa: E402
+
+VIA = "agents.runtime.logs.tail() in process; GNU tail -n as a subprocess (spawn included)"
 
 LEVELS = ["INFO"] * 90 + ["DEBUG"] * 6 + ["WARNING"] * 3 + ["ERROR"]
 MESSAGES = [
@@ -94,18 +101,8 @@ def drop_from_cache(path: Path) -> None:
         os.close(fd)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 def summary(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(statistics.median(samples), 3),
-        "p95_ms": round(percentile(samples, 0.95), 3),
-        "min_ms": round(min(samples), 3),
-        "runs": len(samples),
-    }
+    return {k: v for k, v in common.summary(samples).items() if k != "n"}
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:
@@ -119,15 +116,19 @@ def main() -> None:
     parser.add_argument("--size-mb", type=int, default=1024, help="size of the log file in MiB")
     parser.add_argument("--repeat", type=int, default=21, help="timed calls of each, per cache state")
     parser.add_argument("--lines", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="a 64 MiB file, 5 runs")
     args = parser.parse_args()
+    if args.quick:
+        args.size_mb, args.repeat = 64, 5
     gnu_tail = shutil.which("tail")
     true_bin = shutil.which("true")
     if gnu_tail is None or true_bin is None:
         raise SystemExit("log_tail: GNU tail (coreutils) is not on PATH")
     version = subprocess.run([gnu_tail, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
-    python = platform.python_version()
-    print(f"# log tail: {platform.node()}, {os.cpu_count()} cores, Python {python}, {version}")
-    print(f"# command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    info = common.print_header(
+        f"log tail: last {args.lines} lines of a {args.size_mb} MiB log, beside {version}"
+    )
+    info["database"] = "none"
 
     work = Path(tempfile.mkdtemp(prefix="pt-bench-logtail-"))
     try:
@@ -148,7 +149,7 @@ def main() -> None:
             subprocess.run([true_bin], check=True)
 
         same = ours() == gnu()
-        if not same:
+        if not same:  # a wrong answer is a failed benchmark, not a slow one
             raise SystemExit("log_tail: the project's tail and GNU tail returned different lines")
         if len(ours()) != args.lines:
             raise SystemExit(f"log_tail: expected {args.lines} lines")
@@ -167,30 +168,28 @@ def main() -> None:
 
         print(f"last {args.lines} lines of a {size / 2**30:.2f} GiB file; same lines from both: {same}")
         print(f"{'':34}{'warm p50':>10}{'p95':>9}{'cold p50':>10}{'p95':>9}   (ms, {args.repeat} runs)")
+        figures: dict[str, float] = {
+            "file_bytes_count": size,
+            "lines_count": args.lines,
+            "different_lines_count": 0,
+        }
         for name, label in (
             ("project", "project tail() (in process)"),
             ("gnu", "GNU tail -n (subprocess)"),
             ("spawn", "spawn of `true` (subprocess)"),
         ):
-            warm, cold = results[f"{name}_warm"], results[f"{name}_cold"]
-            figures = (warm["p50_ms"], warm["p95_ms"], cold["p50_ms"], cold["p95_ms"])
-            print(
-                f"  {label:32}" + "".join(f"{v:{w}.2f}" for v, w in zip(figures, (10, 9, 10, 9), strict=True))
+            row = []
+            for cache in ("warm", "cold"):
+                for stat in ("p50", "p95"):
+                    figures[f"{name}_{cache}_{stat}_ms"] = results[f"{name}_{cache}"][stat]
+                    row.append(results[f"{name}_{cache}"][stat])
+            print(f"  {label:32}" + "".join(f"{v:{w}.2f}" for v, w in zip(row, (10, 9, 10, 9), strict=True)))
+        for cache in ("warm", "cold"):
+            figures[f"project_over_gnu_{cache}_p50_ratio"] = (
+                figures[f"project_{cache}_p50_ms"] / figures[f"gnu_{cache}_p50_ms"]
             )
-        print(
-            "RESULT "
-            + json.dumps(
-                {
-                    "bench": "log_tail",
-                    "file_bytes": size,
-                    "lines": args.lines,
-                    "same_lines": same,
-                    "gnu_tail": version,
-                    **results,
-                }
-            ),
-            flush=True,
-        )
+        limits = {"different_lines_count": 0, "project_over_gnu_warm_p50_ratio": 1.0}
+        common.emit_result("log_tail", args.quick, info, VIA, figures, limits)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
