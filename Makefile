@@ -11,7 +11,7 @@ SHELL := /bin/bash
 
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: help run test test-pg lint venv redis stop-redis clean distclean screenshots
+.PHONY: help run test test-pg lint venv redis stop-redis clean distclean screenshots bench
 
 help:
 	@echo "make run         set up and run the panel at http://127.0.0.1:$${PORT:-8000}/ (Ctrl-C stops)"
@@ -19,6 +19,7 @@ help:
 	@echo "make test-pg     the test suite again against PostgreSQL (DATABASE_URL, default $(PG_TEST_URL))"
 	@echo "make lint        ruff check ."
 	@echo "make screenshots docs/screenshots/*.png from a throwaway stack (Chromium, light and dark)"
+	@echo "make bench       every benchmark in bench/, then bench/RESULTS.md (ARGS=--quick: a smoke pass)"
 	@echo "make venv        create/update .venv only"
 	@echo "make redis       print a REDIS_URL that answers (starts the private Redis if needed)"
 	@echo "make stop-redis  stop the private Redis under var/redis"
@@ -45,6 +46,12 @@ venv:
 # Its own SQLite file, Redis prefix, worker and server; everything is removed afterwards.
 screenshots: venv
 	@REDIS_URL="$$(scripts/ensure_redis.sh)" .venv/bin/python scripts/screenshots.py
+
+# Each benchmark on its own database, Redis prefix and temporary folder; PostgreSQL runs
+# (trading throughput) create and drop a bench_<random> database on BENCH_PG_URL.
+bench: venv
+	@REDIS_URL="$$(scripts/ensure_redis.sh)" BENCH_PG_URL="$${BENCH_PG_URL:-$(PG_TEST_URL)}" \
+		.venv/bin/python bench/run_all.py $(ARGS)
 
 redis:
 	@scripts/ensure_redis.sh
