@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from django.db import DatabaseError
@@ -46,6 +47,8 @@ from agents.runtime.redis import get_redis
 from sessions import broker
 from sessions.broker import Outcome
 from sessions.models import Order, OrderType
+
+_T = TypeVar("_T")
 
 GROUP = "execution"
 # How far back a starting broker looks for the last bar of each symbol.
@@ -109,10 +112,10 @@ class Execution(AgentKind):
             self._handle(entry_id, item.order_id, counts, retry=True)
         entries: list[tuple[str, dict[str, str] | None]] = []
         if not self._pending_read:
-            entries += self._read_pending()
+            entries += self._with_group(self._read_pending)
             self._pending_read = True
-        entries += self._claim_idle()
-        entries += self._read_new()
+        entries += self._with_group(self._claim_idle)
+        entries += self._with_group(self._read_new)
         for entry_id, fields in entries:
             counts["orders_in"] += 1
             order_id = self._order_id(entry_id, fields)
@@ -120,7 +123,7 @@ class Execution(AgentKind):
                 self.client.xack(self.stream, GROUP, entry_id)
                 continue
             self._handle(entry_id, order_id, counts, retry=False)
-        self._keep_waiting_claimed()
+        self._with_group(self._keep_waiting_claimed)
         counts["limit_waiting"] = len(self.waiting)
         did_work = bool(counts["orders_in"] or counts["filled"] or counts["rejected"])
         return StepResult(did_work=did_work, summary=self._summary(counts), counters=counts)
@@ -168,6 +171,22 @@ class Execution(AgentKind):
             if "BUSYGROUP" not in str(exc):
                 raise
         self._group_ready = True
+
+    def _with_group(self, call: Callable[[], _T]) -> _T:
+        """Run a consumer-group command; when Redis lost the stream and its group (it
+        restarted empty, or the keys were deleted), make the group again and retry once.
+        Of the entries lost with it, those waiting here are still retried from memory,
+        and the sessions send a market order again when it stays open too long."""
+        try:
+            return call()
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        self.ctx.log.warning("the order stream's consumer group was gone (Redis lost it); created it again")
+        self._group_ready = False
+        self._claim_cursor = "0-0"
+        self._ensure_group()
+        return call()
 
     def _read_pending(self) -> list[tuple[str, dict[str, str] | None]]:
         """Every entry delivered to this consumer name and never acknowledged (a crash)."""

@@ -39,7 +39,7 @@ from agents.runtime.loop import Loop
 from agents.states import LIVE_STATUSES, Status
 from sessions import broker, money
 from sessions.metrics import session_metrics, snapshot
-from sessions.models import OPEN_STATUSES, Order, OrderStatus, Position, Side, TradingSession
+from sessions.models import OPEN_STATUSES, Order, OrderStatus, OrderType, Position, Side, TradingSession
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ MIN_TRADE_VALUE = Decimal("1")
 CASH_BUFFER = Decimal("0.005")
 # How long a stopping session waits for the execution agent to fill its flatten orders.
 FLATTEN_WAIT_SECONDS = 3.0
+# A market order is filled or rejected within a tick of its execution agent. One still
+# open this long after it was sent was most likely lost with Redis (the order stream
+# deleted, or Redis restarted empty), and it would block its symbol for good: it is
+# sent again, as often as this. The broker's idempotent fill makes a second message for
+# an order that was only slow harmless.
+RESEND_AFTER_SECONDS = 10.0
 ORDERS_MAXLEN = 100_000
 
 
@@ -91,6 +97,7 @@ class SessionLoop(Loop):
         self._metrics: dict[str, Any] = {}
         self._started = False
         self._rate_limited_logged = False
+        self._next_resend_check = 0.0
 
     # --- the Loop hooks -----------------------------------------------------------
 
@@ -117,6 +124,8 @@ class SessionLoop(Loop):
         if not self.paused:
             counters["orders"] = self._trade()
         open_now = self._count_open() if self._open_orders or counters["orders"] else 0
+        if open_now:
+            self._resend_stale()
         settled = open_now < self._open_orders  # an order was filled, rejected or cancelled
         self._open_orders = open_now
         self._mark(force=settled)
@@ -262,6 +271,29 @@ class SessionLoop(Loop):
         """Orders recorded but maybe never sent (a crash between the two): send them now."""
         for order in Order.objects.filter(session_id=self.session_id, status=OrderStatus.NEW):
             self._send(order)
+
+    def _resend_stale(self) -> None:
+        """Send again the market orders sent RESEND_AFTER_SECONDS ago and still open."""
+        now = time.monotonic()
+        if now < self._next_resend_check:
+            return
+        self._next_resend_check = now + RESEND_AFTER_SECONDS / 2
+        stale = Order.objects.filter(
+            session_id=self.session_id,
+            status=OrderStatus.SENT,
+            order_type=OrderType.MARKET,
+            updated_at__lt=timezone.now() - timedelta(seconds=RESEND_AFTER_SECONDS),
+        )
+        for order in stale:
+            self._send(order)
+            # updated_at says when it was last sent (auto_now does not apply to update()).
+            Order.objects.filter(pk=order.pk, status=OrderStatus.SENT).update(updated_at=timezone.now())
+            session_event(
+                self.session_id,
+                f"order {order.side} {order.symbol} was not answered within {RESEND_AFTER_SECONDS:.0f} s; "
+                "sent again",
+                logging.WARNING,
+            )
 
     def _count_open(self) -> int:
         return Order.objects.filter(session_id=self.session_id, status__in=OPEN_STATUSES).count()

@@ -12,10 +12,11 @@ from collections.abc import Callable
 from django.conf import settings
 from django.core.management import call_command
 
+from agents.runtime import keys
 from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
 from control import services
-from sessions.models import EquityPoint, Order, TradingSession
+from sessions.models import Order, TradingSession
 from tests.conftest import WorkerProcess, wait_for
 from tests.fault.conftest import (
     Market,
@@ -78,12 +79,12 @@ def test_a_stopped_session_stays_stopped_and_a_paused_one_comes_back_paused_afte
         restore_when_the_old_loops_are_gone(market, before)
         wait_for_new_fills(market, ["rs_run"], what="rs_run trading after the crash restart")
 
-        # The paused session's loop is alive (it marks to market) and places nothing.
-        points = EquityPoint.objects.filter(session_id="rs_pause").count()
+        # The paused session's loop is alive (it ticks) and places nothing.
+        restored_at = time.time()
+        beat = keys.heartbeat("session", "rs_pause")
         wait_for(
-            lambda: EquityPoint.objects.filter(session_id="rs_pause").count() > points,
-            timeout=20,
-            what="the paused session to go on marking to market",
+            lambda: float(get_redis().get(beat) or 0) > restored_at,
+            what="the paused session's loop to tick",
         )
         for session_id in ("rs_stop", "rs_pause"):
             assert Order.objects.filter(session_id=session_id).count() == orders[session_id], session_id
@@ -96,6 +97,6 @@ def test_a_stopped_session_stays_stopped_and_a_paused_one_comes_back_paused_afte
             Status.STOPPED,
             stopped_run,
         )
-        assert get_redis().hget(f"{settings.REDIS_PREFIX}flags:session:rs_pause", "desired") == Desired.PAUSED
+        assert get_redis().hget(keys.flags("session", "rs_pause"), "desired") == Desired.PAUSED
     assert_one_live_loop_each(market)
     stop_sessions_and_check(market, workers)

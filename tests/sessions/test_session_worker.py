@@ -12,9 +12,8 @@ import pytest
 
 from agents.models import Agent
 from agents.runtime import keys
-from agents.states import Desired, Status
+from agents.states import Status
 from control import services
-from control.reconcile import reconcile
 from sessions import broker
 from sessions.models import EquityPoint, Fill, Order, OrderStatus, Position, TradingSession
 from tests.conftest import wait_for
@@ -142,29 +141,6 @@ def test_pause_stops_fills_while_equity_keeps_moving_and_resume_trades_again(
     assert_ledger_reconciles("sw")
 
 
-def test_losing_redis_keys_never_unpauses_a_session(celery_worker, graph, redis_client):
-    start_trading(graph)
-    direct(redis_client, "buy", 0.3)  # a position, so the equity moves with the market
-    wait_for(lambda: Fill.objects.filter(session_id="sw").exists(), what="the buy filled")
-    services.pause_session("sw")
-    wait_for(lambda: status("sw") == Status.PAUSED, what="paused")
-    # Redis loses the flags (restart, flush): the loop must fall back to the database.
-    redis_client.delete(keys.flags("session", "sw"), keys.wake("session", "sw"))
-    direct(redis_client, "sell", 0.0)
-    points = EquityPoint.objects.filter(session_id="sw").count()
-    wait_for(
-        lambda: EquityPoint.objects.filter(session_id="sw").count() >= points + 3,
-        timeout=20,
-        what="the loop to go on marking",
-    )
-    assert status("sw") == Status.PAUSED
-    assert Order.objects.filter(session_id="sw").count() == 1  # only the buy before the pause
-    # The reconciler rewrites the flags from the database: still paused.
-    reconcile()
-    assert redis_client.hget(keys.flags("session", "sw"), "desired") == Desired.PAUSED
-    assert status("sw") == Status.PAUSED
-
-
 def test_stop_with_flatten_sells_everything_and_restart_keeps_the_ledger(celery_worker, graph, redis_client):
     start_trading(graph, flatten_on_stop=True)
     direct(redis_client, "buy", 0.3)
@@ -181,49 +157,3 @@ def test_stop_with_flatten_sells_everything_and_restart_keeps_the_ledger(celery_
     services.start_session("sw")
     wait_for(lambda: status("sw") == Status.RUNNING, what="restarted")
     assert TradingSession.objects.get(pk="sw").cash == stopped.cash  # same account, not a reset
-
-
-def test_an_order_is_filled_once_when_the_execution_worker_is_killed_mid_stream(
-    spawn_worker, make_agent, redis_client
-):
-    feed = make_agent("kx_feed", config={"source": "simulated", "tick_seconds": 0.1, "seed": 3})
-    execution = make_agent(
-        "kx_exec", kind="execution", role="execution", symbols=[], config={"tick_seconds": 0.05}
-    )
-    execution.inputs_from.add(feed)
-    TradingSession.objects.create(
-        session_id="kx",
-        name="KX",
-        symbols=["BTC-USD"],
-        starting_cash=D("1000000"),
-        desired_state=Desired.RUNNING,
-        status=Status.RUNNING,
-    )
-    doomed = spawn_worker()
-    services.start_agent(feed.agent_id)
-    services.start_agent(execution.agent_id)
-    wait_for(lambda: Agent.objects.filter(status=Status.RUNNING).count() == 2, what="running")
-    wait_for(lambda: redis_client.xlen(keys.stream("agent", feed.agent_id)) > 0, what="a price")
-    orders = [broker.place_order("kx", "BTC-USD", "buy", D("0.001")) for _ in range(200)]
-    for order in orders:
-        redis_client.xadd(
-            keys.orders("agent", "kx_exec"), {"data": json.dumps({"order_id": order.pk, "session_id": "kx"})}
-        )
-    # Kill the worker while the stream is being worked through.
-    wait_for(lambda: Fill.objects.filter(session_id="kx").exists(), what="the first fills")
-    doomed.kill()
-    done_at_kill = Fill.objects.filter(session_id="kx").count()
-    spawn_worker()
-
-    def all_handled() -> bool:
-        reconcile(start_grace_seconds=0)
-        return not Order.objects.filter(session_id="kx", status__in=("new", "sent")).exists()
-
-    wait_for(all_handled, timeout=60, interval=0.5, what="the new incarnation to finish the stream")
-    fills = Fill.objects.filter(session_id="kx")
-    assert fills.count() == len(orders), Order.objects.exclude(status="filled").values_list("reason")[:3]
-    assert fills.values("order_id").distinct().count() == len(orders)
-    assert done_at_kill < len(orders), "the kill landed mid-stream"
-    session = TradingSession.objects.get(pk="kx")
-    assert session.cash == session.starting_cash + sum((f.cash_delta for f in fills), D(0))
-    assert Position.objects.get(session_id="kx").quantity == D("0.001") * len(orders)
