@@ -18,7 +18,7 @@ from agents.models import Agent
 from control import health, presenters, services
 from control.api_common import BODY_ERRORS, ERRORS
 from control.api_sessions import sessions as sessions_router
-from control.auth import bearer_user, require_control
+from control.auth import bearer_user, docs_login_required, require_control
 from control.errors import Forbidden, NotFound, ServiceError
 
 
@@ -62,6 +62,8 @@ api = NinjaAPI(
     "Authenticate with a browser session or `Authorization: Bearer <token>` "
     "(`python manage.py issue_token <username>`).",
     auth=[SessionAuth(), TokenAuth()],
+    # The schema and the docs page need a login too (DESIGN.md "Security": every page).
+    docs_decorator=docs_login_required,
     urls_namespace="api",
 )
 

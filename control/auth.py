@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
 from control.errors import Forbidden
 from control.models import CONTROL_PERMISSION, ApiToken, hash_token
@@ -36,3 +41,26 @@ def require_control(user) -> None:
     """Raise Forbidden (403) unless the user may act (not only watch)."""
     if not user.has_perm(CONTROL_PERMISSION):
         raise Forbidden("You can watch but not act: your account lacks the 'control' permission.")
+
+
+def docs_login_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """For /api/docs and /api/openapi.json: a logged-in user or a bearer token, like the
+    API itself. A browser is sent to the login page; a program gets the API's 401. Only
+    GET and HEAD: they change nothing."""
+
+    @require_safe
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if request_user(request) is not None:
+            return view(request, *args, **kwargs)
+        if request.path.endswith("/docs"):
+            return redirect_to_login(request.get_full_path())
+        return JsonResponse(
+            {
+                "detail": "Log in, or send 'Authorization: Bearer <token>' (manage.py issue_token).",
+                "code": "not_authenticated",
+            },
+            status=401,
+        )
+
+    return wrapper

@@ -1,12 +1,14 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
+from django.views.decorators.http import require_safe
 
 from control import log_pages, page_views, session_pages, views
 from control.api import api
 
 urlpatterns = [
-    path("", page_views.index, name="index"),
+    # The page changes nothing: other methods are 405 (a POST rendered it with 200).
+    path("", require_safe(page_views.index), name="index"),
     # The panel's htmx endpoints (HTML fragments; programs use /api/).
     path("ui/system/start", page_views.system_start, name="ui-system-start"),
     path("ui/system/stop", page_views.system_stop, name="ui-system-stop"),

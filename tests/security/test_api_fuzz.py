@@ -26,14 +26,17 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from control.api import api
 from control.demo import DEMO_AGENTS, DEMO_SESSIONS, seed_agents, seed_sessions
 from control.models import ApiToken, hash_token
 
 MAX_EXAMPLES = 25
 
-# Loaded at import from the app itself (no server): the WSGI handler runs the whole
-# middleware stack, as daphne's ASGI handler does.
-schema = schemathesis.openapi.from_wsgi("/api/openapi.json", WSGIHandler())
+# The schema /api/openapi.json serves (to logged-in callers: none exists at import), and
+# the app itself as the server: the WSGI handler runs the whole middleware stack in this
+# process, as daphne's ASGI handler does.
+schema = schemathesis.openapi.from_dict(api.get_openapi_schema())
+schema.app = WSGIHandler()
 
 KNOWN_IDS = {
     "agent_id": [a["agent_id"] for a in DEMO_AGENTS],
