@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from agents.models import Agent
 from agents.runtime import keys
-from agents.runtime.loop import numbers
+from agents.runtime.heartbeats import numbers
 from agents.runtime.redis import get_redis
 from agents.states import Status
 from control.errors import NotFound

@@ -317,7 +317,7 @@ class SessionLoop(Loop):
             while time.monotonic() < deadline:
                 if not Order.objects.filter(pk__in=ids, status__in=OPEN_STATUSES).exists():
                     break
-                self.blocking.blpop([keys.wake(self.kind, self.rid)], timeout=0.2)
+                self.wait(0.2)
         # Whatever the execution agent did not fill, the broker fills at the session's own
         # latest price (the same market feed); already-filled orders are left alone.
         for order in orders:

@@ -1,4 +1,4 @@
-"""Flags: the Redis mirror of each runnable's desired state, and its wake-up list.
+"""Flags: the Redis mirror of each runnable's desired state, and its wake-ups.
 
 The database is the source of truth; these keys only make loops react in milliseconds.
 When a flag is missing the loop reads the database instead, and the reconciler
@@ -20,7 +20,7 @@ def write(
     r = client or get_redis()
     pipe = r.pipeline()
     pipe.hset(keys.flags(kind, rid), mapping={"desired": desired, "run_id": run_id, "config_rev": config_rev})
-    _push_wake(pipe, kind, rid)
+    pipe.publish(keys.wakeups(), f"{kind}:{rid}")
     pipe.publish(keys.changes(), f"{kind}:{rid}")
     pipe.execute()
 
@@ -35,21 +35,10 @@ def announce(kind: str, rid: str, client: redis.Redis | None = None) -> None:
 
 def wake(kind: str, rid: str, client: redis.Redis | None = None) -> None:
     """Wake the loop so it re-reads its state now rather than at its next tick."""
-    r = client or get_redis()
-    pipe = r.pipeline()
-    _push_wake(pipe, kind, rid)
-    pipe.execute()
-
-
-def _push_wake(pipe, kind: str, rid: str) -> None:
-    key = keys.wake(kind, rid)
-    pipe.lpush(key, "1")
-    # A few pending wake-ups are as good as many; never let the list grow.
-    pipe.ltrim(key, 0, 3)
-    pipe.expire(key, 120)
+    (client or get_redis()).publish(keys.wakeups(), f"{kind}:{rid}")
 
 
 def drop(kind: str, rid: str, client: redis.Redis | None = None) -> None:
     """Remove every key of a runnable that no longer exists."""
     r = client or get_redis()
-    r.delete(keys.flags(kind, rid), keys.wake(kind, rid), keys.heartbeat(kind, rid), keys.metrics(kind, rid))
+    r.delete(keys.flags(kind, rid), keys.heartbeat(kind, rid), keys.metrics(kind, rid))

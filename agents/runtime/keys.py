@@ -20,9 +20,9 @@ def flags(kind: str, rid: str) -> str:
     return _k("flags", kind, rid)
 
 
-def wake(kind: str, rid: str) -> str:
-    """List a loop blocks on (BLPOP) between ticks; pushing to it wakes the loop."""
-    return _k("wake", kind, rid)
+def wakeups() -> str:
+    """Pub/sub channel: "<kind>:<id>" wakes that runnable's loop (agents.runtime.wakeups)."""
+    return _k("wakeups")
 
 
 def heartbeat(kind: str, rid: str) -> str:

@@ -5,8 +5,8 @@ One incarnation = one `run_id`. The loop:
   loop per runnable is live;
 * every iteration renews the lease, heartbeats and reads its flags in one round trip
   (`Lease.tick`), and falls back to the database when the flags are missing;
-* steps when the tick is due and otherwise blocks on its wake-up list, so a stop or
-  pause takes effect in milliseconds, not at the next tick;
+* steps when the tick is due and otherwise waits on its wake-up (agents.runtime.wakeups),
+  so a stop or pause takes effect in milliseconds, not at the next tick;
 * writes status only with `WHERE run_id = <its run_id>`; a superseded loop exits
   without writing anything.
 
@@ -28,9 +28,9 @@ from django.conf import settings
 from django.db import close_old_connections, models
 from django.utils import timezone
 
-from agents.runtime import flags, keys, watchdog
+from agents.runtime import flags, heartbeats, keys, wakeups, watchdog
 from agents.runtime.lease import Fenced, Lease
-from agents.runtime.redis import get_blocking_redis, get_redis
+from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
 
 log = logging.getLogger(__name__)
@@ -38,20 +38,11 @@ log = logging.getLogger(__name__)
 # Set when the worker process shuts down (celery signal in agents.tasks): every loop in
 # the process ends its run cleanly so a warm shutdown does not wait forever.
 shutdown = threading.Event()
-_live_lock = threading.Lock()
-_live: set[Loop] = set()
 
 
 def wake_all_in_process() -> None:
     """Wake every loop running in this process (used at worker shutdown)."""
-    with _live_lock:
-        loops = list(_live)
-    client = get_redis()
-    for loop in loops:
-        try:
-            client.lpush(keys.wake(loop.kind, loop.rid), "shutdown")
-        except redis.RedisError:
-            pass
+    wakeups.wake_local()
 
 
 @dataclass
@@ -99,13 +90,14 @@ class Loop:
         # The lease token names this loop instance, not just its run: two deliveries of
         # the same task are two instances, and only one may hold the lease.
         self.token = f"{run_id}:{uuid.uuid4().hex[:12]}"
+        self.wakeup = threading.Event()  # replaced by a registered one in run()
         self.client = get_redis()
-        self.blocking = get_blocking_redis()
         self.tick_seconds = 1.0
         self.paused = False
         self._pending_incr: dict[str, int] = {}
         self._gauges: dict[str, Any] = {}
-        self._last_db_write = 0.0
+        # Set by the heartbeat writer when the row names another run: stop at once.
+        self.db_superseded = False
         self._config_rev = ""
         self.step_timeout = settings.STEP_TIMEOUT_SECONDS
         self._step_started: float | None = None
@@ -136,7 +128,7 @@ class Loop:
         self.setup(row)
 
     def flush(self) -> None:
-        """Write buffered side data (log rows) with the database heartbeat."""
+        """Write buffered side data (log rows) with the database heartbeat (any thread)."""
 
     def tick_for(self, row: models.Model) -> float:
         """Seconds between steps, read before setup (the lease length depends on it)."""
@@ -152,7 +144,7 @@ class Loop:
 
     def heartbeat_fields(self) -> dict[str, Any]:
         """Extra columns to write with the database heartbeat ("metrics" is merged with
-        the live counters)."""
+        the live counters). Called from the heartbeat writer's thread: read, never mutate."""
         return {}
 
     def status_fields(self, status: str) -> dict[str, Any]:
@@ -177,6 +169,13 @@ class Loop:
 
     def run(self) -> str:
         """Run until stopped, superseded or failed; returns why it ended."""
+        self.wakeup = wakeups.register(self.kind, self.rid)
+        try:
+            return self._run()
+        finally:
+            wakeups.unregister(self.kind, self.rid, self.wakeup)
+
+    def _run(self) -> str:
         close_old_connections()
         row = self._load()
         if row is None or row.run_id != self.run_id:
@@ -197,8 +196,6 @@ class Loop:
             self._set_status(Status.ERROR, str(exc))
             return "lease not available"
 
-        with _live_lock:
-            _live.add(self)
         watchdog.watch(self)
         reason = "stopped"
         try:
@@ -207,6 +204,7 @@ class Loop:
             if not self._set_status(Status.RUNNING, ""):
                 raise Fenced("superseded before running")
             self.logger().info("started (run %s, tick %.2fs)", self.run_id[:8], self.tick_seconds)
+            heartbeats.register(self)
             reason = self._iterate(lease)
             self.logger().info("stopped: %s", reason)
             self._set_status(Status.STOPPED, "")
@@ -221,9 +219,8 @@ class Loop:
                 self.logger().exception("failed: %s", exc)
                 self._set_status(Status.ERROR, f"{type(exc).__name__}: {exc}")
         finally:
+            heartbeats.unregister(self)
             watchdog.unwatch(self)
-            with _live_lock:
-                _live.discard(self)
             try:
                 self.teardown()
             finally:
@@ -253,7 +250,7 @@ class Loop:
                 raise Superseded(f"run {control.run_id[:8]} is current")
             if control.desired == Desired.STOPPED:
                 raise Superseded(STOPPED_WHILE_WAITING)
-            self.blocking.blpop([keys.wake(self.kind, self.rid)], timeout=0.5)
+            self.wait(0.5)
 
     def _iterate(self, lease: Lease) -> str:
         next_step = time.monotonic()
@@ -277,6 +274,8 @@ class Loop:
         """Check state, step if the tick is due, wait; returns (next_step, exit reason or "")."""
         if self.abandoned:
             raise Fenced("abandoned by the watchdog")
+        if self.db_superseded:
+            raise Fenced("database names another run")
         control = self._tick(lease)
         if control.run_id != self.run_id:
             raise Fenced(f"run {control.run_id[:8]} is now current")
@@ -311,11 +310,15 @@ class Loop:
             # Do not burst to catch up after a slow step: the next tick is a full
             # tick after the late one.
             next_step = max(next_step + self.tick_seconds, now)
-        self._maybe_write_heartbeat()
         wait = next_step - time.monotonic()
         if wait > 0:
-            self.blocking.blpop([keys.wake(self.kind, self.rid)], timeout=wait)
+            self.wait(wait)
         return next_step, ""
+
+    def wait(self, seconds: float) -> None:
+        """Until a wake-up (a state change, shutdown) or `seconds`, whichever comes first."""
+        self.wakeup.wait(seconds)
+        self.wakeup.clear()
 
     def _tick(self, lease: Lease) -> Control:
         incr, self._pending_incr = self._pending_incr, {}
@@ -362,19 +365,6 @@ class Loop:
         for k, v in counters.items():
             self._pending_incr[k] = self._pending_incr.get(k, 0) + int(v)
 
-    def _maybe_write_heartbeat(self) -> None:
-        now = time.monotonic()
-        if now - self._last_db_write < settings.HEARTBEAT_DB_SECONDS:
-            return
-        self._last_db_write = now
-        fields: dict[str, Any] = {"last_heartbeat": timezone.now(), **self.heartbeat_fields()}
-        snapshot = self.client.hgetall(keys.metrics(self.kind, self.rid))
-        if snapshot:
-            fields["metrics"] = {**numbers(snapshot), **fields.get("metrics", {})}
-        if not self.model.objects.filter(pk=self.rid, run_id=self.run_id).update(**fields):
-            raise Fenced("database names another run")
-        self._safe_flush()
-
     def _safe_flush(self) -> None:
         try:
             self.flush()
@@ -393,6 +383,7 @@ class Loop:
         """The step overran: error with the reason, and free the lease for a restart."""
         with self._fence_lock:
             self.abandoned = True
+        heartbeats.unregister(self)
         message = f"step timed out after {ran_for:.1f} s (limit {self.step_timeout:g} s); abandoned"
         self.logger().error(message)
         self._set_status(Status.ERROR, message)
@@ -426,15 +417,3 @@ class Loop:
             flags.announce(self.kind, self.rid, self.client)
         return written
 
-
-def numbers(snapshot: dict[str, str]) -> dict[str, float | int]:
-    out: dict[str, float | int] = {}
-    for k, v in snapshot.items():
-        try:
-            out[k] = int(v)
-        except ValueError:
-            try:
-                out[k] = float(v)
-            except ValueError:
-                continue
-    return out

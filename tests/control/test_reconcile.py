@@ -9,6 +9,7 @@ from agents.models import Agent, LogEntry
 from agents.runtime import keys
 from agents.states import Desired, Status
 from control.reconcile import reconcile, stale_heartbeats
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -73,10 +74,16 @@ def test_a_stopped_agent_without_a_loop_is_marked_stopped(make_agent):
 def test_a_stray_loop_is_told_to_stop(make_agent, redis_client):
     put(make_agent, status=Status.RUNNING, desired=Desired.STOPPED)
     hold_lease(redis_client, "feed")
-    reconcile()
-    assert Agent.objects.get(pk="feed").status == Status.STOPPING
-    assert redis_client.hget(keys.flags("agent", "feed"), "desired") == Desired.STOPPED
-    assert redis_client.llen(keys.wake("agent", "feed")) >= 1
+    wakeups = redis_client.pubsub(ignore_subscribe_messages=True)
+    wakeups.subscribe(keys.wakeups())
+    try:
+        reconcile()
+        assert Agent.objects.get(pk="feed").status == Status.STOPPING
+        assert redis_client.hget(keys.flags("agent", "feed"), "desired") == Desired.STOPPED
+        woken = wait_for(lambda: wakeups.get_message(timeout=0.1), what="the loop's wake-up")
+        assert woken["data"] == "agent:feed"
+    finally:
+        wakeups.close()
 
 
 def test_a_loop_that_does_not_confirm_its_stop_is_fenced_and_reported(make_agent, redis_client):

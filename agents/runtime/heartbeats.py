@@ -1,0 +1,124 @@
+"""The database heartbeats of every loop in a process, written together off the loops' threads.
+
+Redis has each loop's heartbeat every tick; the database (what the page and the reconciler
+read) has it every HEARTBEAT_DB_SECONDS. Writing it from each loop's thread cost each of
+hundreds of loops a connection and a transaction of its own; one thread writes them all
+in one transaction, with one pipeline for the counters. Each row is still written only
+where it names the loop's run, so a superseded loop learns it here and stops at its next
+iteration (Loop.db_superseded), as does one whose row says it ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Protocol
+
+import redis
+from django.conf import settings
+from django.db import DatabaseError, connections, models, transaction
+from django.utils import timezone
+
+from agents.runtime import keys
+from agents.runtime.redis import get_redis
+from agents.states import Status
+
+log = logging.getLogger(__name__)
+
+
+class Beating(Protocol):
+    kind: str
+    model: type[models.Model]
+    rid: str
+    run_id: str
+    db_superseded: bool
+
+    def heartbeat_fields(self) -> dict[str, Any]: ...
+
+    def flush(self) -> None: ...
+
+
+ENDED = (Status.STOPPED, Status.ERROR)
+
+_lock = threading.Lock()
+_loops: set[Beating] = set()
+_thread: threading.Thread | None = None
+
+
+def register(loop: Beating) -> None:
+    global _thread
+    with _lock:
+        _loops.add(loop)
+        if _thread is None or not _thread.is_alive():
+            _thread = threading.Thread(target=_run, name="db-heartbeats", daemon=True)
+            _thread.start()
+
+
+def unregister(loop: Beating) -> None:
+    with _lock:
+        _loops.discard(loop)
+
+
+def write_all() -> int:
+    """Write every registered loop's heartbeat row now; returns how many rows were written."""
+    with _lock:
+        loops = list(_loops)
+    if not loops:
+        return 0
+    pipe = get_redis().pipeline(transaction=False)
+    for loop in loops:
+        pipe.hgetall(keys.metrics(loop.kind, loop.rid))
+    snapshots = pipe.execute()
+    now = timezone.now()
+    written = 0
+    with transaction.atomic():
+        for loop, snapshot in zip(loops, snapshots, strict=True):
+            fields: dict[str, Any] = {"last_heartbeat": now, **_extra(loop)}
+            if snapshot:
+                fields["metrics"] = {**numbers(snapshot), **fields.get("metrics", {})}
+            # A row that says stopped or error has no live loop, whatever its run says.
+            rows = loop.model.objects.filter(pk=loop.rid, run_id=loop.run_id)
+            if rows.exclude(status__in=ENDED).update(**fields):
+                written += 1
+            else:
+                loop.db_superseded = True
+    # One flush per kind of loop: log buffers are per process, not per loop.
+    for one in {type(loop).flush: loop for loop in loops}.values():
+        try:
+            one.flush()
+        except Exception:  # log rows are best effort
+            log.exception("could not flush log entries")
+    return written
+
+
+def _extra(loop: Beating) -> dict[str, Any]:
+    try:
+        return loop.heartbeat_fields()
+    except Exception:  # read while the loop's thread changes it: next time
+        log.debug("heartbeat fields of %s:%s skipped", loop.kind, loop.rid, exc_info=True)
+        return {}
+
+
+def _run() -> None:
+    while True:
+        threading.Event().wait(settings.HEARTBEAT_DB_SECONDS)  # a period, not a synchronisation
+        try:
+            write_all()
+        except (DatabaseError, redis.RedisError) as exc:
+            # The next round writes them again; the Redis heartbeat carries on meanwhile.
+            log.warning("database heartbeats not written (%s)", exc)
+        finally:
+            connections.close_all()
+
+
+def numbers(snapshot: dict[str, str]) -> dict[str, float | int]:
+    out: dict[str, float | int] = {}
+    for k, v in snapshot.items():
+        try:
+            out[k] = int(v)
+        except ValueError:
+            try:
+                out[k] = float(v)
+            except ValueError:
+                continue
+    return out
