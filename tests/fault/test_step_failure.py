@@ -1,0 +1,171 @@
+"""An agent step that raises, or hangs (issue 5, item 6): the agent goes to `error` with
+the reason, the rest of the system keeps running (the other agents tick, a session keeps
+trading), the panel and the API raise an alert, and a restart works.
+
+Both faults are real ones in real kinds, in a worker of the test's own:
+* raises: a CSV market feed replaying its file in a loop; the file is deleted, and the
+  step that rewinds to the top fails to open it (FileNotFoundError);
+* hangs: a sentiment agent whose RSS feed is a named pipe with no writer, so the step's
+  open() never returns; the step watchdog (agents/runtime/watchdog.py) abandons it after
+  the agent's step_timeout_seconds.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from django.conf import settings
+
+from agents.models import Agent
+from agents.runtime import keys
+from agents.runtime.redis import get_redis
+from agents.states import Status
+from control import page, services
+from sessions.models import TradingSession
+from tests.conftest import wait_for
+from tests.fault.conftest import Market, assert_ledger_consistent, wait_for_new_fills
+
+ONE_BAR = "timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,100,101,99,100.5,10\n"
+FEED = (
+    '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
+    "<item><guid>1</guid><title>Bitcoin surges to a record</title></item></channel></rss>"
+)
+
+
+def steps(agent_id: str) -> int:
+    return int(get_redis().hget(keys.metrics("agent", agent_id), "steps") or 0)
+
+
+def agent_row(agent_id: str) -> Agent:
+    return Agent.objects.get(pk=agent_id)
+
+
+def in_error(agent_id: str) -> Agent | None:
+    agent = agent_row(agent_id)
+    return agent if agent.status == Status.ERROR else None
+
+
+def assert_the_rest_keeps_running(market: Market) -> None:
+    """Every other agent keeps stepping and the session keeps trading."""
+    before = {agent_id: steps(agent_id) for agent_id in market.agent_ids}
+    wait_for_new_fills(market, market.session_ids, what="the session to keep trading")
+    wait_for(
+        lambda: all(steps(a) > n for a, n in before.items()), what=f"every other agent to step: {before}"
+    )
+    assert market.all_live()
+
+
+def assert_alerted(client, reasons: dict[str, str]) -> None:
+    """The system panel (first render and live pushes) and the API say so."""
+    texts = [alert["text"] for alert in page.system_panel()["alerts"]]
+    html = client.get("/").content.decode()
+    for agent_id, reason in reasons.items():
+        assert any(t.startswith(f"Agent {agent_id} is in error: ") and reason in t for t in texts), texts
+        assert f"Agent {agent_id} is in error" in html
+    status = client.get("/api/system/status").json()
+    assert status["status"] == "error" and status["agents"]["error"] == len(reasons), status
+
+
+def unblock(fifo: Path) -> None:
+    """Give a reader blocked in open() its writer, then EOF (nothing is waiting: no-op)."""
+    try:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:  # ENXIO: no reader is waiting
+        pass
+
+
+def stop_and_check_the_ledger(market: Market) -> None:
+    """Stopped first: read while it trades, fills and orders come from two moments."""
+    for session_id in market.session_ids:
+        services.stop_session(session_id)
+    wait_for(
+        lambda: all(
+            status == Status.STOPPED
+            for status in TradingSession.objects.filter(pk__in=market.session_ids).values_list(
+                "status", flat=True
+            )
+        ),
+        what="the sessions stopped",
+    )
+    assert_ledger_consistent(market.session_ids)
+
+
+def test_a_step_that_raises_or_hangs_puts_its_agent_in_error_while_the_rest_trades_on(
+    spawn_worker, market, directives, make_agent, operator_client, tmp_path
+):
+    worker = spawn_worker()
+    csv = Path(settings.MARKET_DATA_DIR) / "sf_replay.csv"
+    csv.parent.mkdir(parents=True, exist_ok=True)
+    csv.write_text(ONE_BAR)
+    make_agent(
+        "sf_csv",
+        config={"source": "csv", "csv_path": csv.name, "loop_at_end": True, "tick_seconds": 0.2},
+    )
+    fifo = tmp_path / "never-written.xml"
+    os.mkfifo(fifo)
+    news_config = {
+        "sources": ["rss"],
+        "feeds": [{"url": str(fifo), "symbols": ["BTC-USD"]}],
+        "tick_seconds": 0.5,
+        "step_timeout_seconds": 1.0,
+    }
+    make_agent("sf_news", kind="sentiment", role="specialized_sentiment", config=news_config)
+    market.add_session("sf")
+    market.start_everything()
+    try:
+        with directives():
+            services.start_agent("sf_csv")
+            services.start_agent("sf_news")
+            wait_for(lambda: steps("sf_csv") >= 2, what="the replay to step")
+            csv.unlink()  # the next rewind cannot open it
+
+            failed = wait_for(lambda: in_error("sf_csv"), what="the failing step to put it in error")
+            assert failed.error_message.startswith("FileNotFoundError: ")
+            assert csv.name in failed.error_message
+            hung = wait_for(lambda: in_error("sf_news"), what="the watchdog to abandon the hung step")
+            assert hung.error_message.startswith("step timed out after "), hung.error_message
+            assert "(limit 1 s)" in hung.error_message
+            # The abandoned loop releases its lease (just after writing the error): a
+            # restart need not wait the lease out.
+            wait_for(
+                lambda: not get_redis().exists(keys.lease("agent", "sf_news")),
+                timeout=2,
+                what="the abandoned loop's lease to be released",
+            )
+            assert_alerted(operator_client, {"sf_csv": "FileNotFoundError", "sf_news": "step timed out"})
+            assert_the_rest_keeps_running(market)
+
+            # The causes are fixed: start works from error.
+            csv.write_text(ONE_BAR)
+            feed = tmp_path / "feed.xml"
+            feed.write_text(FEED)
+            services.update_agent_config(
+                "sf_news", {**news_config, "feeds": [{"url": str(feed), "symbols": ["BTC-USD"]}]}
+            )
+            restarted_at = {a: steps(a) for a in ("sf_csv", "sf_news")}
+            services.start_agent("sf_csv")
+            services.start_agent("sf_news")
+            wait_for(
+                lambda: (
+                    all(steps(a) > n for a, n in restarted_at.items())
+                    and Agent.objects.filter(pk__in=restarted_at, status=Status.RUNNING).count() == 2
+                ),
+                what="both restarted and stepping",
+            )
+            restarted = agent_row("sf_news")
+            assert restarted.run_id != hung.run_id
+
+            # The hung read returns at last: the abandoned loop ends without writing.
+            unblock(fifo)
+            log = Path(settings.LOG_DIR) / "sf_news.log"
+            wait_for(
+                lambda: "step returned after the watchdog abandoned it" in log.read_text(errors="replace"),
+                what="the abandoned loop to end",
+            )
+            after = agent_row("sf_news")
+            assert (after.status, after.run_id, after.error_message) == (Status.RUNNING, restarted.run_id, "")
+        stop_and_check_the_ledger(market)
+    finally:
+        unblock(fifo)
+    assert worker.proc.poll() is None
