@@ -21,7 +21,6 @@ starts are sent again; the broker's idempotent fill makes a second delivery harm
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -242,9 +241,10 @@ class SessionLoop(Loop):
             )
             if side is None:
                 continue
-            order = broker.place_order(
-                self.session_id, symbol, side, quantity, directive_ref=directive.ref[:200]
-            )
+            with self.as_current_run():
+                order = broker.place_order(
+                    self.session_id, symbol, side, quantity, directive_ref=directive.ref[:200]
+                )
             self._send(order)
             budget -= 1
             placed += 1
@@ -257,12 +257,8 @@ class SessionLoop(Loop):
 
     def _send(self, order: Order) -> None:
         payload = {"order_id": order.order_id, "session_id": self.session_id, "ts": time.time()}
-        self.client.xadd(
-            keys.orders("agent", self._execution_id),
-            {"data": json.dumps(payload)},
-            maxlen=ORDERS_MAXLEN,
-            approximate=True,
-        )
+        # Only while this loop holds the lease: a superseded loop's order never leaves.
+        self.publisher.publish(keys.orders("agent", self._execution_id), payload, ORDERS_MAXLEN)
         Order.objects.filter(pk=order.pk, status=OrderStatus.NEW).update(
             status=OrderStatus.SENT, updated_at=timezone.now()
         )
@@ -342,7 +338,8 @@ class SessionLoop(Loop):
         metrics = session_metrics(self.session_id, self.prices)
         equity = metrics["equity"]
         if force or equity != self._last_equity or since >= FLAT_EQUITY_SECONDS:
-            self._last_equity = broker.mark_to_market(self.session_id, self.prices)
+            with self.as_current_run():
+                self._last_equity = broker.mark_to_market(self.session_id, self.prices)
             self._last_point = now
         self._metrics = snapshot(metrics)
 

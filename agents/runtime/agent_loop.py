@@ -13,7 +13,6 @@ from agents.kinds.base import AgentKind, StepContext
 from agents.models import Agent
 from agents.runtime import keys
 from agents.runtime.bus import InputMessage, InputReader, edge_counts
-from agents.runtime.lease import Lease
 from agents.runtime.logs import agent_logger, flush_log_entries
 from agents.runtime.loop import Loop
 
@@ -30,7 +29,6 @@ class AgentLoop(Loop):
         super().__init__(rid, run_id)
         self.worker: AgentKind | None = None
         self._log = agent_logger(rid)
-        self._publisher = Lease(self.client, keys.lease(self.kind, rid), self.token, 0)
         self._stream = keys.stream(self.kind, rid)
         self._last_summary = float("-inf")
         self._reader: InputReader | None = None
@@ -103,7 +101,7 @@ class AgentLoop(Loop):
         return {"last_active": datetime.fromtimestamp(last_active, tz=UTC)} if last_active else {}
 
     def _publish(self, payload: dict[str, Any]) -> str:
-        return self._publisher.publish(self._stream, payload, STREAM_MAXLEN)
+        return self.publisher.publish(self._stream, payload, STREAM_MAXLEN)
 
     def _last_published(self) -> dict[str, Any] | None:
         newest = self.client.xrevrange(self._stream, count=1)

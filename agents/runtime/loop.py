@@ -20,12 +20,14 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, models
+from django.db import close_old_connections, models, transaction
 from django.utils import timezone
 
 from agents.runtime import flags, heartbeats, keys, wakeups, watchdog
@@ -92,6 +94,8 @@ class Loop:
         self.token = f"{run_id}:{uuid.uuid4().hex[:12]}"
         self.wakeup = threading.Event()  # replaced by a registered one in run()
         self.client = get_redis()
+        # Writes to Redis that only the lease holder may make (streams of messages, orders).
+        self.publisher = Lease(self.client, keys.lease(self.kind, rid), self.token, 0)
         self.tick_seconds = 1.0
         self.paused = False
         self._pending_incr: dict[str, int] = {}
@@ -394,6 +398,17 @@ class Loop:
                 pass  # it expires on its own
 
     # --- database ------------------------------------------------------------------
+
+    @contextmanager
+    def as_current_run(self) -> Iterator[None]:
+        """A transaction in which the database still names this loop's run, its row locked
+        until the commit; raises Fenced otherwise. Around the writes a superseded loop must
+        never make (orders, equity points)."""
+        with transaction.atomic():
+            rows = self.model.objects.select_for_update().filter(pk=self.rid, run_id=self.run_id)
+            if not rows.exists():
+                raise Fenced("the database names another run")
+            yield
 
     def _load(self):
         return self.model.objects.filter(pk=self.rid).first()
