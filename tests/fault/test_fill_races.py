@@ -1,7 +1,8 @@
-"""Fills from several threads and OS processes at once: no lost update, no duplicate.
+"""Fills from several threads and OS processes at once (issue 5, item 8): no lost
+update, no duplicate, and no fill once a pause has committed.
 
-Runs against the real test database (SQLite or PostgreSQL, whichever DATABASE_URL
-names), with committed data so that other connections and processes see it.
+Runs against the real test database (SQLite under `make test`, PostgreSQL under
+`make test-pg`), with committed data so that other connections and processes see it.
 """
 
 from __future__ import annotations
@@ -17,13 +18,34 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
+from agents.states import Desired, Status
 from sessions import broker
 from sessions.broker import Outcome
-from sessions.models import Fill, Order, Position, TradingSession
+from sessions.models import Fill, Order, OrderStatus, Position, TradingSession
 from tests.conftest import ROOT, database_url
 
 D = Decimal
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def make_session(db):
+    """A running session with a 10 bps fee and 5 bps slippage."""
+
+    def make(session_id: str = "alpha") -> TradingSession:
+        return TradingSession.objects.create(
+            session_id=session_id,
+            name=session_id.title(),
+            symbols=["BTC-USD", "ETH-USD"],
+            starting_cash=D("10000"),
+            desired_state=Desired.RUNNING,
+            status=Status.RUNNING,
+            fee_bps=D("10"),
+            slippage_bps=D("5"),
+        )
+
+    return make
+
 
 # 1 BTC at a mark of 100 with 5 bps slippage and a 10 bps fee.
 PRICE, FEE = D("100.05"), D("0.10005")
@@ -66,13 +88,23 @@ def in_threads(*jobs) -> list:
     return results
 
 
-def in_processes(*order_lists: list[str], mark: str = "100") -> list[dict[str, str]]:
-    """Fill each list of orders in its own OS process (tests/sessions/fill_worker.py),
-    all starting at once; return each process's {order_id: outcome}."""
+def filling(order_ids: list[str], mark: str = "100", gap_ms: int = 0) -> list[str]:
+    """fill_worker's arguments to fill `order_ids` at `mark`, one after another."""
+    return [*(["--gap-ms", str(gap_ms)] if gap_ms else []), mark, *order_ids]
+
+
+def pausing(session_id: str, after_fills: int) -> list[str]:
+    """fill_worker's arguments to pause `session_id` once it has `after_fills` fills."""
+    return ["--pause", session_id, str(after_fills)]
+
+
+def in_processes(*argument_lists: list[str]) -> list[dict[str, str]]:
+    """Run tests/fault/fill_worker.py once per argument list, each in its own OS process,
+    all starting at once; return what each printed (JSON)."""
     env = {**os.environ, "DATABASE_URL": database_url(), "PYTHONUNBUFFERED": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.sessions.fill_worker", mark, *orders],
+            [sys.executable, "-m", "tests.fault.fill_worker", *arguments],
             cwd=ROOT,
             env=env,
             stdin=subprocess.PIPE,
@@ -80,7 +112,7 @@ def in_processes(*order_lists: list[str], mark: str = "100") -> list[dict[str, s
             stderr=subprocess.PIPE,
             text=True,
         )
-        for orders in order_lists
+        for arguments in argument_lists
     ]
     try:
         for proc in procs:
@@ -125,7 +157,7 @@ def test_two_threads_filling_different_orders_lose_no_update_of_cash(make_sessio
 def test_two_processes_filling_the_same_order_make_one_fill_and_charge_once(make_session):
     session = make_session()
     [order_id] = place_buys(session, 1)
-    first, second = in_processes([order_id], [order_id])
+    first, second = in_processes(filling([order_id]), filling([order_id]))
     assert sorted([first[order_id], second[order_id]]) == ["already_done", "filled"]
     assert_each_filled_once_and_paid_once(session, [order_id])
 
@@ -133,7 +165,7 @@ def test_two_processes_filling_the_same_order_make_one_fill_and_charge_once(make
 def test_two_processes_filling_different_orders_lose_no_update_of_cash(make_session):
     session = make_session()
     order_ids = place_buys(session, 30)
-    first, second = in_processes(order_ids[0::2], order_ids[1::2])
+    first, second = in_processes(filling(order_ids[0::2]), filling(order_ids[1::2]))
     assert set(first.values()) == set(second.values()) == {"filled"}
     assert_each_filled_once_and_paid_once(session, order_ids)
 
@@ -142,7 +174,27 @@ def test_two_processes_racing_through_the_same_orders_fill_each_once(make_sessio
     session = make_session()
     order_ids = place_buys(session, 30)
     # One goes forwards, the other backwards: every order is fought over.
-    first, second = in_processes(order_ids, order_ids[::-1])
+    first, second = in_processes(filling(order_ids), filling(order_ids[::-1]))
     for order_id in order_ids:
         assert sorted([first[order_id], second[order_id]]) == ["already_done", "filled"]
     assert_each_filled_once_and_paid_once(session, order_ids)
+
+
+def test_a_pause_committed_in_another_process_stops_fills_at_once(make_session):
+    session = make_session()
+    order_ids = place_buys(session, 60)
+    filled_by, _paused = in_processes(filling(order_ids, gap_ms=5), pausing(session.pk, after_fills=3))
+    # One process fills in order while the other pauses: whatever it filled before the
+    # pause committed, it fills nothing after it (the broker reads desired_state under
+    # the session lock), so the fills are a run from the start of the list.
+    outcomes = [filled_by[order_id] for order_id in order_ids]
+    done = outcomes.index("rejected") if "rejected" in outcomes else len(outcomes)
+    assert outcomes == ["filled"] * done + ["rejected"] * (len(outcomes) - done), outcomes
+    assert 3 <= done < len(order_ids), "the pause was to land while the other process filled"
+    rejected = Order.objects.filter(pk__in=order_ids[done:])
+    assert all("paused" in order.reason for order in rejected)
+    assert TradingSession.objects.get(pk=session.pk).desired_state == Desired.PAUSED
+    filled = order_ids[:done]
+    assert sorted(Fill.objects.filter(session=session).values_list("order_id", flat=True)) == sorted(filled)
+    assert set(Order.objects.filter(pk__in=filled).values_list("status", flat=True)) <= {OrderStatus.FILLED}
+    assert TradingSession.objects.get(pk=session.pk).cash == D(10000) - done * (PRICE + FEE)
