@@ -262,6 +262,7 @@ def redis_ping_ms(n: int = 200) -> list[float]:
 
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
+    from django.conf import settings
     from django.db import connection
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
@@ -271,6 +272,8 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "system": f"{platform.system()} {platform.release()} {platform.machine()}",
         "database": connection.vendor,
+        # The project's default (a developer's checkout); servers started here inherit it.
+        "debug": settings.DEBUG,
         "load_1min": round(load[0], 2),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
@@ -291,7 +294,8 @@ def print_header(title: str) -> dict[str, Any]:
     print(f"# {title}")
     print(
         f"# machine: {info['host']}, {info['cpus']} cpus, {info['system']}, Python {info['python']}, "
-        f"database {info['database']}, load {info['load_1min']}, {info['date']}, code {commit()}"
+        f"database {info['database']}, DEBUG {info['debug']}, load {info['load_1min']}, {info['date']}, "
+        f"code {commit()}"
     )
     print(f"# command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
     return info

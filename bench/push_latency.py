@@ -189,12 +189,15 @@ def profile_breakdown(log_path: Path, singles: list[tuple[int, float, float]]) -
     wakes = sorted(e["t"] for e in events if e["e"] == "wake")
     sweeps = sorted((e["t"], e["e"].split("_")[0]) for e in events if e["e"] in ("some_start", "full_start"))
     ends = sorted(e["t"] for e in events if e["e"] in ("some_end", "full_end"))
+    fulls = [e["t"] for e in events if e["e"] == "full_start"]
+    full_spans = [(a, next((b for b in ends if b >= a), a)) for a in fulls]
     sends = {}
     for e in events:
         if e["e"] in ("send_start", "send_end"):
             sends.setdefault((e["e"], e["seq"]), e["t"])
     durations: dict[str, list[float]] = {key: [] for key, _, _, _ in PHASES}
     kinds = {"some": 0, "full": 0}
+    behind_full: list[float] = []  # to_sweep of changes that woke the hub during a full sweep
     for seq, changed, received in singles:
         marks = {"change": changed, "recv": received}
         marks["wake"] = next((t for t in wakes if t >= changed), None)
@@ -210,6 +213,8 @@ def profile_breakdown(log_path: Path, singles: list[tuple[int, float, float]]) -
             continue
         for key, _, a, b in PHASES:
             durations[key].append((marks[b] - marks[a]) * 1000)
+        if any(a <= marks["wake"] <= b for a, b in full_spans):
+            behind_full.append((marks["sweep_start"] - marks["wake"]) * 1000)
     figures: dict[str, float] = {}
     sweeps_seen = f"{kinds['some']} targeted, {kinds['full']} full"
     print(f"profile of single changes (server stamps; sweeps that carried them: {sweeps_seen}):")
@@ -221,6 +226,18 @@ def profile_breakdown(log_path: Path, singles: list[tuple[int, float, float]]) -
         print(f"  {label:44s} p50 {s['p50']:7.2f} ms  p95 {s['p95']:7.2f} ms  (n {s['n']})")
         figures[f"profile_{key}_p50_ms"] = s["p50"]
         figures[f"profile_{key}_p95_ms"] = s["p95"]
+    full = common.summary([(b - a) * 1000 for a, b in full_spans])
+    waited = common.summary(behind_full) if behind_full else {"p50": 0.0}
+    print(
+        f"  full sweeps: {full['n']} (p50 {full['p50']:.1f} ms, p95 {full['p95']:.1f} ms); "
+        f"{len(behind_full)} of {len(singles)} changes woke the hub during one and waited "
+        f"p50 {waited['p50']:.1f} ms for their sweep"
+    )
+    figures |= {
+        "profile_full_sweep_p50_ms": full["p50"],
+        "profile_full_sweep_p95_ms": full["p95"],
+        "profile_behind_full_sweep_count": len(behind_full),
+    }
     return figures
 
 
@@ -331,8 +348,8 @@ def browser_changes(url: str, cookie: str, changer: Changer, n: int) -> list[flo
             page = context.new_page()
             page.goto("/")
             page.locator("#live-indicator").filter(has_text="Live").wait_for(timeout=30_000)
+            # Cards of the socket's first full frame say no "bench change" this run waits for.
             page.evaluate(OBSERVER_JS)
-            page.wait_for_timeout(500)  # let the socket's first full frame settle
             samples = []
             for i in range(n):
                 agent_id = changer.agent_ids[i % len(changer.agent_ids)]
