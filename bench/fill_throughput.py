@@ -121,7 +121,7 @@ def check_ledger(session_ids: list[str], expected_fills: int) -> None:
     """Each order filled exactly once, and cash moved by exactly the fills' cash deltas."""
     from decimal import Decimal
 
-    from django.db.models import Count, Sum
+    from django.db.models import Count
 
     from sessions.models import Fill, Order, TradingSession
 
@@ -130,11 +130,14 @@ def check_ledger(session_ids: list[str], expected_fills: int) -> None:
     assert not fills.values("order_id").annotate(n=Count("pk")).filter(n__gt=1).exists()
     assert not Order.objects.filter(session_id__in=session_ids).exclude(status="filled").exists()
     for session in TradingSession.objects.filter(pk__in=session_ids):
-        mine = Fill.objects.filter(session=session)
-        bought = mine.filter(side="buy").aggregate(n=Sum("notional"), f=Sum("fee"))
-        sold = mine.filter(side="sell").aggregate(n=Sum("notional"), f=Sum("fee"))
-        zero = Decimal(0)
-        delta = -(bought["n"] or zero) - (bought["f"] or zero) + (sold["n"] or zero) - (sold["f"] or zero)
+        # Summed in Python: SQLite's SUM() of decimal columns is floating point.
+        delta = sum(
+            (
+                -(n + f) if side == "buy" else n - f
+                for side, n, f in fills.filter(session=session).values_list("side", "notional", "fee")
+            ),
+            start=Decimal(0),
+        )
         assert session.cash == session.starting_cash + delta, (session.pk, session.cash, delta)
 
 
@@ -253,12 +256,20 @@ def pg_database(url: str) -> tuple[str | None, str]:
     import psycopg
 
     name = f"bench_{uuid.uuid4().hex[:10]}"
-    try:
-        with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
-    return url.rsplit("/", 1)[0] + "/" + name, ""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=3) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            return url.rsplit("/", 1)[0] + "/" + name, ""
+        except psycopg.errors.ObjectInUse:
+            # template1 is in use by another CREATE DATABASE (a test run making its own):
+            # that one finishes within moments.
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+        except psycopg.Error as exc:
+            return None, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
 
 
 def drop_pg_database(admin_url: str, bench_url: str) -> None:
