@@ -13,12 +13,21 @@ class ErrorOut(Schema):
     errors: list[dict[str, str]] | None = None
 
 
-# What any endpoint may answer besides its success (API.md "Conventions"); 429 is the
+# What any endpoint may answer besides its success (API.md "Conventions"): 400 for a
+# malformed request (e.g. a NUL byte in the address, control.middleware); 429 is the
 # throttle on bad bearer tokens (control.throttle).
-ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 429: ErrorOut, 503: ErrorOut}
-# Endpoints that read a JSON body: 400 malformed (not JSON, wrong shape), 413 over
-# DATA_UPLOAD_MAX_MEMORY_SIZE, 422 well-formed but invalid values.
-BODY_ERRORS = {400: ErrorOut, 413: ErrorOut, 422: ErrorOut, **ERRORS}
+ERRORS = {
+    400: ErrorOut,
+    401: ErrorOut,
+    403: ErrorOut,
+    404: ErrorOut,
+    409: ErrorOut,
+    429: ErrorOut,
+    503: ErrorOut,
+}
+# Endpoints that read a JSON body: also 413 over DATA_UPLOAD_MAX_MEMORY_SIZE and 422
+# for well-formed but invalid values (400 there: not JSON, or not the expected shape).
+BODY_ERRORS = {413: ErrorOut, 422: ErrorOut, **ERRORS}
 
 
 def json_body(description: str, schema: dict[str, Any]) -> dict[str, Any]:

@@ -47,6 +47,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Oversized bodies (413) and NUL bytes in the URL (400), before anything reads them.
+    "control.middleware.RequestLimits",
     # daphne serves no static files; WhiteNoise does, in development and production.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -77,6 +79,11 @@ TEMPLATES = [
         },
     },
 ]
+
+# --- Request limits and login throttling -----------------------------------
+# The largest request body accepted (bytes); larger ones get 413. A session, a config or
+# the order of 1,000 cards is a few KB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=256 * 1024)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"

@@ -30,7 +30,7 @@ from control.api import api
 from control.demo import DEMO_AGENTS, DEMO_SESSIONS, seed_agents, seed_sessions
 from control.models import ApiToken, hash_token
 
-MAX_EXAMPLES = 25
+MAX_EXAMPLES = 15
 
 # The schema /api/openapi.json serves (to logged-in callers: none exists at import), and
 # the app itself as the server: the WSGI handler runs the whole middleware stack in this
