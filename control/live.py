@@ -37,7 +37,9 @@ from sessions.models import Fill
 
 log = logging.getLogger(__name__)
 
-SWEEP_SECONDS = 0.3
+# State changes are announced and pushed on their own; the full read is for counters,
+# prices, fills and the feed, and runs beside the pushes (it competes for the same CPU).
+SWEEP_SECONDS = 1.0
 COALESCE_SECONDS = 0.02
 TEMPLATE = "control/index.html"
 
@@ -53,6 +55,16 @@ def _card_fingerprint(card: page.AgentCard) -> str:
     # map instead of re-rendering the card. Counters show only through the summary.
     shown = {k: v for k, v in card.agent.items() if k not in ("last_active", "last_heartbeat", "metrics")}
     return _digest([shown, card.summary, card.log_lines, card.can_start, card.can_stop])
+
+
+@dataclass
+class Snapshot:
+    """One full read of what the page shows."""
+
+    panel: dict[str, Any]
+    cards: list[page.AgentCard]
+    edges: list[dict[str, Any]]
+    rows: list[page.SessionRow]
 
 
 @dataclass
@@ -97,7 +109,9 @@ class Hub:
         self._rates: dict[tuple[str, str], float] = {}
         self._budget = PushBudget()
         self._deferred: dict[str, float] = {}  # "<kind>:<id>" or "system" -> when its push is due
-        self._now = 0.0  # monotonic start of the current sweep
+        self._now = 0.0  # monotonic start of the current pass
+        self._read_at: float | None = None  # when the full read being applied started
+        self._pushed_at: dict[str, float] = {}  # dom id -> when it was last noted (budgeted parts)
 
     # --- listeners ------------------------------------------------------------------
 
@@ -149,46 +163,68 @@ class Hub:
                     pass
 
     async def _run(self) -> None:
-        while self.listeners:
-            started = self._now = time.monotonic()
-            self._wake.clear()  # a change announced from now on means another sweep
-            try:
-                html = [item for item in self.listeners if item.wants_html]
-                if started >= self._next_full:
-                    for item in html:
-                        if getattr(item, "stale", False):
-                            item.stale, item.fresh = False, True
-                levels = {item.can_control for item in html}
-                fresh = {item.can_control for item in html if item.fresh}
-                events = any(not item.wants_html for item in self.listeners)
-                dirty, self._dirty = self._dirty, set()
-                dirty |= self._take_due(started)
-                if dirty and not fresh and started < self._next_full + SWEEP_SECONDS:
-                    # Only what was announced (and the system panel): a few milliseconds
-                    # however many agents there are. It goes before a full sweep that is due.
-                    frame = await database_sync_to_async(self.sweep_some)(levels, dirty, events)
-                elif fresh or started >= self._next_full:
-                    frame = await database_sync_to_async(self.sweep)(levels, fresh, events)
-                    # At most a quarter of the time in full sweeps: with hundreds of agents
-                    # the counters refresh less often, state changes still come at once.
-                    self._next_full = started + max(SWEEP_SECONDS, 4 * (time.monotonic() - started))
-                else:
-                    frame = Frame()
-                await self._deliver(frame)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a failed sweep must not end the live page; try again
-                log.exception("live sweep failed")
-                self._next_full = time.monotonic() + SWEEP_SECONDS
-            if self._dirty:
-                # Under a flood of changes: gather them for a moment, then sweep them at once.
-                await asyncio.sleep(COALESCE_SECONDS)
-                continue
-            wake_at = min([self._next_full, *self._deferred.values()])
-            try:
-                await asyncio.wait_for(self._wake.wait(), max(0.0, wake_at - time.monotonic()))
-            except TimeoutError:
-                pass
+        """Push announced changes at once; read everything now and then, in a thread of its
+        own, so a full read (long, with hundreds of agents) never holds up a change."""
+        full: asyncio.Task | None = None
+        full_started = 0.0
+        try:
+            while self.listeners:
+                now = self._now = time.monotonic()
+                self._wake.clear()  # a change announced from now on means another pass
+                try:
+                    html = [item for item in self.listeners if item.wants_html]
+                    levels = {item.can_control for item in html}
+                    events = any(not item.wants_html for item in self.listeners)
+                    if full is None and (now >= self._next_full or any(item.fresh for item in html)):
+                        full_started = now
+                        full = asyncio.ensure_future(
+                            database_sync_to_async(self.read_all, thread_sensitive=False)()
+                        )
+                    dirty, self._dirty = self._dirty, set()
+                    dirty |= self._take_due(now)
+                    if dirty:
+                        # Only what was announced: a few milliseconds however many agents.
+                        # The panel after the cards: its counts matter less than the card a
+                        # person is looking at.
+                        frame = await database_sync_to_async(self.sweep_some)(levels, dirty, events)
+                        await self._deliver(frame)
+                        await self._deliver(await database_sync_to_async(self.sweep_panel)(levels, events))
+                    if full is not None and full.done():
+                        snapshot, full = full.result(), None
+                        for item in html:
+                            if getattr(item, "stale", False):
+                                item.stale, item.fresh = False, True
+                        fresh = {item.can_control for item in html if item.fresh}
+                        frame = await database_sync_to_async(self.apply_all)(
+                            snapshot, levels, fresh, events, full_started
+                        )
+                        await self._deliver(frame)
+                        # At most a quarter of the time in full reads: with hundreds of agents
+                        # the counters refresh less often, state changes still come at once.
+                        self._next_full = full_started + max(
+                            SWEEP_SECONDS, 4 * (time.monotonic() - full_started)
+                        )
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a failed pass must not end the live page; try again
+                    log.exception("live sweep failed")
+                    full = None
+                    self._next_full = time.monotonic() + SWEEP_SECONDS
+                if self._dirty:
+                    # Under a flood of changes: gather them for a moment, then sweep them at once.
+                    await asyncio.sleep(COALESCE_SECONDS)
+                    continue
+                wake_at = min([self._next_full, *self._deferred.values()])
+                waits = [asyncio.ensure_future(self._wake.wait())]
+                if full is not None:
+                    waits.append(full)
+                await asyncio.wait(
+                    waits, timeout=max(0.0, wake_at - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
+                )
+                waits[0].cancel()
+        finally:
+            if full is not None:
+                full.cancel()
 
     def _take_due(self, now: float) -> set[str]:
         """The throttled objects whose turn has come."""
@@ -220,14 +256,30 @@ class Hub:
     # --- the sweep (sync: database and Redis) ------------------------------------------
 
     def sweep(self, levels: set[bool], fresh: set[bool], with_events: bool) -> Frame:
+        """A full read and its frame, in one call (benchmarks, tests)."""
+        self._now = started = time.monotonic()
+        return self.apply_all(self.read_all(), levels, fresh, with_events, started)
+
+    @staticmethod
+    def read_all() -> Snapshot:
+        """Everything the page shows (any thread: it touches no hub state)."""
+        cards = page.agent_cards()
+        return Snapshot(page.system_panel(), cards, page.edges(cards), page.session_rows())
+
+    def apply_all(
+        self, snapshot: Snapshot, levels: set[bool], fresh: set[bool], with_events: bool, read_at: float
+    ) -> Frame:
+        """The parts of `snapshot` that changed; an object pushed on its own since `read_at`
+        is newer than the snapshot and left alone."""
         self.seq += 1
+        self._read_at = read_at
         frame = Frame()
         changed: dict[str, tuple[str, dict[str, Any]]] = {}  # dom id -> (partial name, context)
 
-        panel = page.system_panel()
+        panel = snapshot.panel
         self._note(changed, "system-panel", self._system_print(panel), "system-panel", panel, budget="system")
 
-        cards = page.agent_cards()
+        cards = snapshot.cards
         agent_ids = tuple(c.agent_id for c in cards)
         if agent_ids != self._agent_ids:
             # Agents came or went: the whole grid, once.
@@ -250,10 +302,10 @@ class Hub:
                     budget=f"agent:{card.agent_id}",
                 )
 
-        edges = self._with_rates(page.edges(cards))
+        edges = self._with_rates(snapshot.edges)
         self._note(changed, "edge-data", _digest(edges), "edge-data", {"edges": edges})
 
-        rows = page.session_rows()
+        rows = snapshot.rows
         session_ids = tuple(r.session_id for r in rows)
         if session_ids != self._session_ids:
             self._session_ids = session_ids
@@ -291,6 +343,7 @@ class Hub:
             frame.full[can_control] = [*parts, times]
         if with_events:
             frame.events = self._events(panel, cards, rows)
+        self._read_at = None
         return frame
 
     def sweep_some(self, levels: set[bool], dirty: set[str], with_events: bool) -> Frame:
@@ -300,8 +353,6 @@ class Hub:
         changed: dict[str, tuple[str, dict[str, Any]]] = {}
         agent_ids = [d.split(":", 1)[1] for d in dirty if d.startswith("agent:")]
         session_ids = [d.split(":", 1)[1] for d in dirty if d.startswith("session:")]
-        panel = page.system_panel()
-        self._note(changed, "system-panel", self._system_print(panel), "system-panel", panel, budget="system")
         cards = page.agent_cards(agent_ids) if agent_ids else []
         for card in cards:
             if self._agent_ids and card.agent_id in self._agent_ids:  # new agents: the full sweep
@@ -319,7 +370,19 @@ class Hub:
         for can_control in levels:
             frame.html[can_control] = [self._render(name, ctx, can_control) for name, ctx in changed.values()]
         if with_events:
-            frame.events = self._events(panel, cards, rows)
+            frame.events = self._events(None, cards, rows)
+        return frame
+
+    def sweep_panel(self, levels: set[bool], with_events: bool) -> Frame:
+        """The system panel, if it changed (after announced changes)."""
+        frame = Frame()
+        changed: dict[str, tuple[str, dict[str, Any]]] = {}
+        panel = page.system_panel()
+        self._note(changed, "system-panel", self._system_print(panel), "system-panel", panel, budget="system")
+        for can_control in levels:
+            frame.html[can_control] = [self._render(name, ctx, can_control) for name, ctx in changed.values()]
+        if with_events:
+            frame.events = self._panel_events(panel, timezone.now().isoformat())
         return frame
 
     @staticmethod
@@ -355,9 +418,13 @@ class Hub:
         when its next push is due."""
         if not force and self._prints.get(dom_id) == fingerprint:
             return
-        if budget is not None and not force and not self._budget.take(dom_id, self._now):
-            self._deferred[budget] = self._budget.due(dom_id, self._now)
-            return
+        if budget is not None and not force:
+            if self._read_at is not None and self._pushed_at.get(dom_id, -1.0) > self._read_at:
+                return  # a full read older than what was pushed on its own
+            if not self._budget.take(dom_id, self._now):
+                self._deferred[budget] = self._budget.due(dom_id, self._now)
+                return
+            self._pushed_at[dom_id] = self._now
         self._prints[dom_id] = fingerprint
         changed[dom_id] = (partial, context)
 
@@ -408,18 +475,12 @@ class Hub:
     # --- JSON events (/ws/events/) -------------------------------------------------------
 
     def _events(
-        self, panel: dict[str, Any], cards: list[page.AgentCard], rows: list[page.SessionRow]
+        self, panel: dict[str, Any] | None, cards: list[page.AgentCard], rows: list[page.SessionRow]
     ) -> list[dict]:
+        """What changed since the last look, as JSON events (the panel's too when given)."""
         now = timezone.now().isoformat()
         events: list[dict[str, Any]] = []
-
-        def changed(key: str, status: str, desired: str) -> bool:
-            before = self._status.get(key)
-            self._status[key] = (status, desired)
-            return before is not None and before != (status, desired)
-
-        if changed("system", panel["system"]["status"], ""):
-            events.append({"type": "system.status", "data": {"status": panel["system"]["status"]}, "ts": now})
+        changed = self._status_changed
         for card in cards:
             a = card.agent
             if changed(f"agent:{card.agent_id}", a["status"], a["desired_state"]):
@@ -447,6 +508,16 @@ class Hub:
                 {"type": "trade", "data": {"session_id": f.session_id, **fill_dict(f)}, "ts": now}
                 for f in fills
             )
+        if panel is not None:
+            events += self._panel_events(panel, now)
+        for event in events:
+            event["seq"] = self.seq
+        return events
+
+    def _panel_events(self, panel: dict[str, Any], now: str) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        if self._status_changed("system", panel["system"]["status"], ""):
+            events.append({"type": "system.status", "data": {"status": panel["system"]["status"]}, "ts": now})
         alerts = panel["alerts"]
         key = "alerts"
         if self._prints.get(key) != _digest(alerts):
@@ -456,6 +527,11 @@ class Hub:
         for event in events:
             event["seq"] = self.seq
         return events
+
+    def _status_changed(self, key: str, status: str, desired: str) -> bool:
+        before = self._status.get(key)
+        self._status[key] = (status, desired)
+        return before is not None and before != (status, desired)
 
 
 hub = Hub()

@@ -76,11 +76,13 @@ class AgentCard:
 
 def agent_cards(agent_ids: list[str] | None = None) -> list[AgentCard]:
     """Every agent (or those of `agent_ids`), upstream first, with what its card shows."""
-    queryset = Agent.objects.all()
-    if agent_ids is not None:
-        queryset = queryset.filter(pk__in=agent_ids)
-    parents = parents_of()
-    agents = upstream_first(list(queryset), parents)
+    if agent_ids is None:
+        parents = parents_of()
+        agents = upstream_first(list(Agent.objects.all()), parents)
+    else:
+        # A few announced cards: their own edges only, and no order to work out.
+        parents = parents_of(agent_ids)
+        agents = list(Agent.objects.filter(pk__in=agent_ids).order_by("agent_id"))
     dicts = presenters.agent_dicts(agents, parents)
     newest = _newest_messages([a.agent_id for a in agents])
     cards = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-RATE_PER_SECOND = 5.0
+RATE_PER_SECOND = 4.5
 BURST = 2.0
 
 

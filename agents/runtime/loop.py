@@ -229,10 +229,7 @@ class Loop:
                 self.teardown()
             finally:
                 self._safe_flush()
-                try:
-                    lease.release()
-                except redis.RedisError:
-                    pass  # it expires on its own
+                self._release(lease)
         return reason
 
     def _take_lease(self, lease: Lease) -> None:
@@ -390,12 +387,20 @@ class Loop:
         heartbeats.unregister(self)
         message = f"step timed out after {ran_for:.1f} s (limit {self.step_timeout:g} s); abandoned"
         self.logger().error(message)
+        # The lease first: whoever reads "error" may restart at once.
+        self._release(self._lease)
         self._set_status(Status.ERROR, message)
-        if self._lease is not None:
-            try:
-                self._lease.release()
-            except redis.RedisError:
-                pass  # it expires on its own
+
+    def _release(self, lease: Lease | None) -> None:
+        """Give the lease up and say so, so a loop waiting for it starts now, not at its
+        next look."""
+        if lease is None:
+            return
+        try:
+            lease.release()
+            flags.wake(self.kind, self.rid, self.client)
+        except redis.RedisError:
+            pass  # it expires on its own
 
     # --- database ------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ def test_a_burst_goes_at_once_then_pushes_come_at_the_steady_rate():
 
 
 def test_over_a_second_an_object_is_pushed_at_most_burst_plus_rate_times():
-    budget = PushBudget(rate=5.0, burst=2.0)
+    budget = PushBudget(rate=5.0, burst=2.0)  # explicit: the defaults may be tuned
     pushes = sum(budget.take("agent-a", t / 1000) for t in range(0, 1000))  # a change every ms
     assert pushes == 2 + 5 - 1  # the bucket is empty at t=0 after the burst: 4 more in 0.999 s
 
