@@ -49,7 +49,7 @@ class SessionAuth(APIKeyCookie):
 
 class TokenAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str):
-        user = bearer_user(request)
+        user = bearer_user(request, refuse_throttled=True)
         if user is not None:
             request.user = user
         return user

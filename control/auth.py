@@ -10,18 +10,33 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.http import require_safe
 
-from control.errors import Forbidden
+from control import throttle
+from control.errors import Forbidden, Throttled
 from control.models import CONTROL_PERMISSION, ApiToken, hash_token
 
 
-def bearer_user(request: HttpRequest):
-    """The active user behind `Authorization: Bearer <token>`, or None."""
+def bearer_user(request: HttpRequest, *, refuse_throttled: bool = False):
+    """The active user behind `Authorization: Bearer <token>`, or None.
+
+    An unknown token counts against the caller's address (control.throttle); past the
+    limit no token from there is looked at until the window passes: None, or Throttled
+    (429) with `refuse_throttled`.
+    """
     header = request.headers.get("Authorization", "")
     scheme, _, raw = header.partition(" ")
     if scheme.lower() != "bearer" or not raw.strip():
         return None
+    wait = throttle.token_wait(request)
+    if wait:
+        if refuse_throttled:
+            raise Throttled(
+                f"Too many unknown tokens from this address; try again in {throttle.minutes(wait)}.",
+            )
+        return None
     user = ApiToken.user_for(raw.strip())
-    if user is not None:
+    if user is None:
+        throttle.token_failed(request)
+    else:
         ApiToken.objects.filter(key_hash=hash_token(raw.strip())).update(last_used_at=timezone.now())
     return user
 

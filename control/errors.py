@@ -44,3 +44,8 @@ class DependencyDown(ServiceError):
 class Forbidden(ServiceError):
     status = 403
     code = "permission_denied"
+
+
+class Throttled(ServiceError):
+    status = 429
+    code = "throttled"

@@ -84,6 +84,13 @@ TEMPLATES = [
 # The largest request body accepted (bytes); larger ones get 413. A session, a config or
 # the order of 1,000 cards is a few KB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BYTES", default=256 * 1024)
+# Password guessing (control.throttle): after this many failed logins for one username,
+# or from one address, within the window, logins are refused (429) until it passes...
+LOGIN_THROTTLE_FAILURES = env.int("LOGIN_THROTTLE_FAILURES", default=5)
+LOGIN_THROTTLE_ADDRESS_FAILURES = env.int("LOGIN_THROTTLE_ADDRESS_FAILURES", default=20)
+LOGIN_THROTTLE_WINDOW_SECONDS = env.int("LOGIN_THROTTLE_WINDOW_SECONDS", default=900)
+# ...and after this many unknown bearer tokens from one address, the API answers 429.
+TOKEN_THROTTLE_FAILURES = env.int("TOKEN_THROTTLE_FAILURES", default=20)
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"

@@ -5,6 +5,7 @@ from django.views.decorators.http import require_safe
 
 from control import log_pages, page_views, session_pages, views
 from control.api import api
+from control.throttle import throttled_login
 
 urlpatterns = [
     # The page changes nothing: other methods are 405 (a POST rendered it with 200).
@@ -27,7 +28,10 @@ urlpatterns = [
     path("system/agents/<path:rest>", views.agent_logs_unknown_path),
     path("sessions/<str:session_id>/", session_pages.session_detail, name="session-detail"),
     path("sessions/<str:session_id>/chart.json", session_pages.session_chart, name="session-chart"),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    # Both login forms are throttled against password guessing (control.throttle); the
+    # admin's is taken over here, ahead of admin.site.urls.
+    path("login/", throttled_login(auth_views.LoginView.as_view()), name="login"),
+    path("admin/login/", throttled_login(admin.site.login), name="admin-login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),

@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
 
 from agents.models import Agent
 from sessions.models import TradingSession
 from tests.security.routes import AGENT_ID, SESSION_ID
+
+
+def clear_throttle() -> None:
+    from agents.runtime.redis import get_redis
+
+    client = get_redis()
+    keys = list(client.scan_iter(match=f"{settings.REDIS_PREFIX}throttle:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
+@pytest.fixture(autouse=True)
+def _throttle_counts_start_at_zero() -> Iterator[None]:
+    """Every test client calls from 127.0.0.1: failures (the fuzzer sends bad tokens on
+    purpose) must not carry over into other tests and lock them out."""
+    clear_throttle()
+    yield
+    clear_throttle()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 PUBLIC = {
     "healthz": "the liveness probe of load balancers (no data: ok, database, redis)",
     "login": "the login page",
-    "admin:login": "the admin's login page",
+    "admin-login": "the admin's login page (throttled, ahead of admin.site.urls)",
     "agent_logs_unknown_path": "a 404 sentence for any caller: it names nothing that exists",
     "api:api-root": "ninja's 404 for any caller (it only anchors the API's paths)",
 }

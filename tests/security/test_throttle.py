@@ -1,0 +1,95 @@
+"""Password guessing is throttled: failed logins per username and per address, and
+unknown bearer tokens per address, on real Redis under this run's prefix."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from control.models import ApiToken
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _limits(settings) -> None:
+    """Small limits; the counters are cleared around each test (tests/security/conftest.py)."""
+    settings.LOGIN_THROTTLE_FAILURES = 3
+    settings.LOGIN_THROTTLE_ADDRESS_FAILURES = 5
+    settings.TOKEN_THROTTLE_FAILURES = 3
+    settings.LOGIN_THROTTLE_WINDOW_SECONDS = 60
+
+
+def login(client: Client, username: str, password: str, path: str = "/login/", addr: str = "10.0.0.1"):
+    return client.post(path, {"username": username, "password": password}, REMOTE_ADDR=addr)
+
+
+def fail(client: Client, username: str, times: int, **kwargs) -> None:
+    for _ in range(times):
+        assert login(client, username, "wrong", **kwargs).status_code == 200
+
+
+def test_a_good_login_works_and_a_bad_one_is_refused(operator):
+    client = Client()
+    assert login(client, "operator", "wrong").status_code == 200
+    assert login(client, "operator", "pw-operator").status_code == 302
+
+
+def test_after_n_failures_the_right_password_is_refused_with_429(operator):
+    client = Client()
+    fail(client, "operator", 3)
+    response = login(client, "operator", "pw-operator")
+    assert response.status_code == 429
+    assert "Too many failed logins" in response.content.decode()
+    assert 0 < int(response["Retry-After"]) <= 60
+    assert "_auth_user_id" not in client.session
+
+
+def test_the_username_is_throttled_from_any_address_and_in_any_case(operator):
+    fail(Client(), "operator", 3, addr="10.0.0.1")
+    assert login(Client(), "OPERATOR ", "pw-operator", addr="10.9.9.9").status_code == 429
+
+
+def test_an_address_trying_many_usernames_is_throttled(operator):
+    client = Client()
+    for name in ("a", "b", "c", "d", "e"):
+        fail(client, name, 1)
+    assert login(client, "operator", "pw-operator").status_code == 429
+    assert login(Client(), "operator", "pw-operator", addr="10.0.0.2").status_code == 302
+
+
+def test_the_admin_login_shares_the_throttle(operator):
+    fail(Client(), "operator", 3, path="/admin/login/")
+    assert login(Client(), "operator", "pw-operator").status_code == 429
+    assert login(Client(), "operator", "pw-operator", path="/admin/login/").status_code == 429
+
+
+def test_a_success_clears_the_usernames_failures(operator):
+    client = Client()
+    fail(client, "operator", 2)
+    assert login(client, "operator", "pw-operator").status_code == 302
+    fail(Client(), "operator", 2)
+    assert login(Client(), "operator", "pw-operator").status_code == 302
+
+
+def test_logins_are_allowed_again_when_the_window_passes(operator, settings):
+    settings.LOGIN_THROTTLE_WINDOW_SECONDS = 1
+    fail(Client(), "operator", 3)
+    assert login(Client(), "operator", "pw-operator").status_code == 429
+    wait_for(lambda: login(Client(), "operator", "pw-operator").status_code == 302, timeout=5, interval=0.2,
+             what="the throttle window to pass")
+
+
+def test_unknown_bearer_tokens_from_an_address_are_throttled(graph, operator):
+    _, raw = ApiToken.issue(operator)
+    client = Client(REMOTE_ADDR="10.0.0.7")
+    for _ in range(3):
+        assert client.get("/api/agents", HTTP_AUTHORIZATION="Bearer pt_guess").status_code == 401
+    response = client.get("/api/agents", HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert response.status_code == 429
+    assert response.json()["code"] == "throttled"
+    # The log tail (outside the API) refuses the token too; other addresses are not affected.
+    assert client.get("/system/agents/feed/logs", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
+    other = Client(REMOTE_ADDR="10.0.0.8")
+    assert other.get("/api/agents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
