@@ -286,13 +286,16 @@ class Execution(AgentKind):
         """The broker's outcome, or None for a limit order left waiting for a price."""
         order = Order.objects.select_related("session").get(pk=order_id)
         price = self.prices.get(order.symbol)
-        if order.order_type == OrderType.MARKET:
-            # No price: the broker rejects it with its reason (a market order means now).
-            return broker.fill_market_order(order_id, price)
-        if price is None and order.is_open and order.symbol in (order.session.symbols or []):
-            # A limit order can wait for its first price; an unknown symbol is rejected below.
-            return None
-        return broker.fill_limit_order_if_crossed(order_id, price)
+        if order.order_type != OrderType.MARKET and price is None:
+            if order.is_open and order.symbol in (order.session.symbols or []):
+                # A limit order can wait for its first price; an unknown symbol is rejected below.
+                return None
+        # Only while this loop is the agent's current run: a superseded broker fills nothing.
+        with self.ctx.current_run():
+            if order.order_type == OrderType.MARKET:
+                # No price: the broker rejects it with its reason (a market order means now).
+                return broker.fill_market_order(order_id, price)
+            return broker.fill_limit_order_if_crossed(order_id, price)
 
     def _done(self, entry_id: str) -> None:
         self.client.xack(self.stream, GROUP, entry_id)

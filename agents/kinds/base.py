@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -84,6 +85,9 @@ class StepContext:
     read_inputs: Callable[[], list[InputMessage]] = lambda: []
     # The agent ids this agent consumes.
     inputs: list[str] = field(default_factory=list)
+    # A transaction in which this loop is still the agent's current run (raises Fenced
+    # otherwise): around database writes a superseded loop must not make (fills).
+    current_run: Callable[[], AbstractContextManager[None]] = nullcontext
 
 
 class AgentKind:

@@ -52,6 +52,7 @@ class AgentLoop(Loop):
             log=self._log,
             read_inputs=self._read_inputs,
             inputs=inputs,
+            current_run=self.as_current_run,
         )
         self.worker = kind(ctx, config)
 

@@ -375,3 +375,28 @@ def test_a_restarted_broker_knows_the_last_price_before_the_next_bar(make_sessio
         assert fill.mark_price == D("101.5")
     finally:
         redis_client.delete(stream)
+
+
+def test_a_superseded_broker_fills_nothing(make_session, make_exec, redis_client):
+    """The fill is written only while the loop is the agent's current run (fencing)."""
+    from contextlib import contextmanager
+
+    from agents.runtime.lease import Fenced
+
+    session = make_session()
+    kind, ctx = make_exec()
+
+    @contextmanager
+    def superseded():
+        raise Fenced("the database names another run")
+        yield  # pragma: no cover
+
+    ctx.current_run = superseded
+    ctx.bar(100)
+    order = broker.place_order(session.pk, "BTC-USD", "buy", D("1"))
+    submit(redis_client, kind.ctx.agent_id, order)
+    with pytest.raises(Fenced):
+        kind.step()
+    assert not Fill.objects.filter(order=order).exists()
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.NEW
+    assert pending(redis_client, kind.ctx.agent_id) == 1  # left for the current broker
