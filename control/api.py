@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from django.http import HttpRequest, JsonResponse
+from django.views.decorators.debug import sensitive_variables
 from ninja import Body, NinjaAPI, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -48,6 +49,14 @@ class SessionAuth(APIKeyCookie):
 
 
 class TokenAuth(HttpBearer):
+    """`Authorization: Bearer <token>`, read by control.auth.bearer_user (which also
+    throttles unknown tokens). ninja's own header parsing is skipped: its frame would hold
+    the raw token where an error report can show it."""
+
+    @sensitive_variables("token")
+    def __call__(self, request: HttpRequest):
+        return self.authenticate(request, "")
+
     def authenticate(self, request: HttpRequest, token: str):
         user = bearer_user(request, refuse_throttled=True)
         if user is not None:

@@ -8,6 +8,7 @@ from functools import wraps
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_safe
 
 from control import throttle
@@ -15,6 +16,10 @@ from control.errors import Forbidden, Throttled
 from control.models import CONTROL_PERMISSION, ApiToken, hash_token
 
 
+# Error reports (ADMINS mail, the debug page) list each frame's local variables: the raw
+# token is hidden here, and in the frames called from here that name it the same
+# (Django applies the nearest caller's list: ApiToken.user_for's `raw`).
+@sensitive_variables("header", "raw")
 def bearer_user(request: HttpRequest, *, refuse_throttled: bool = False):
     """The active user behind `Authorization: Bearer <token>`, or None.
 
