@@ -13,6 +13,8 @@ logger name, message), then times, in the same run and alternating:
 each with the file in the page cache ("warm") and dropped from it before every call
 with posix_fadvise(DONTNEED) ("cold": the few blocks at the end come from the disk).
 Checks both tails return the same lines, prints medians and p95, and removes the file.
+Also times the project's worst case beside it: a filter (`q`) that matches no line, so
+the tail scans back as far as it may (logs.MAX_SCAN_BYTES).
 
     .venv/bin/python bench/log_tail.py [--size-mb 1024] [--repeat 21] [--lines 100] [--quick]
 
@@ -184,6 +186,11 @@ def main() -> None:
                     figures[f"{name}_{cache}_{stat}_ms"] = results[f"{name}_{cache}"][stat]
                     row.append(results[f"{name}_{cache}"][stat])
             print(f"  {label:32}" + "".join(f"{v:{w}.2f}" for v, w in zip(row, (10, 9, 10, 9), strict=True)))
+        # The endpoint's worst case: a filter that matches nothing scans up to
+        # logs.MAX_SCAN_BYTES from the end (no GNU counterpart; grep would read it all).
+        nomatch = [timed(lambda: tail(path, args.lines, q="no line says this"))[0] for _ in range(5)]
+        figures["project_filter_nomatch_warm_p50_ms"] = worst = common.percentile(nomatch, 0.5)
+        print(f"  project tail(q=<matches nothing>), warm, 5 runs: p50 {worst:.0f} ms")
         for cache in ("warm", "cold"):
             figures[f"project_over_gnu_{cache}_p50_ratio"] = (
                 figures[f"project_{cache}_p50_ms"] / figures[f"gnu_{cache}_p50_ms"]
