@@ -38,24 +38,23 @@ from tests.conftest import ROOT, WorkerProcess, database_url, wait_for
 D = Decimal
 SYMBOLS = ("BTC-USD", "ETH-USD")
 
-# Production replaces a crashed loop once its lease lapses: 2 ticks + LEASE_EXTRA_SECONDS
-# (10 s, room for a slow step). Spawned workers here use 3 s so a takeover costs seconds,
-# still well above the ticks below (0.2-1 s) on a loaded 2-core machine; the reconciler
-# runs every second; the database heartbeat is written every second so the states the
-# tests read are fresh.
+# A crashed loop is replaced once its lease lapses: max(2 ticks + LEASE_EXTRA_SECONDS,
+# STEP_TIMEOUT_SECONDS + 2), 12 s at the production defaults. tests/isolation.py already
+# shortens LEASE_EXTRA_SECONDS (2 s) and the ticks for the whole run; workers and beat
+# started here also get a 5 s step timeout (a 7 s lease: still well above a step on a
+# loaded 2-core machine, where SQLite waits for its write lock) and the reconciler every
+# second, so a takeover costs seconds.
 FAST_RECOVERY_ENV = {
-    "LEASE_EXTRA_SECONDS": "3",
+    "STEP_TIMEOUT_SECONDS": "5",
     "RECONCILE_SECONDS": "1",
-    "HEARTBEAT_DB_SECONDS": "1",
 }
 
 
 @pytest.fixture
-def fast_recovery(monkeypatch, settings) -> None:
+def fast_recovery(monkeypatch) -> None:
     """Workers and beat started by this test (they copy os.environ) recover in seconds."""
     for name, value in FAST_RECOVERY_ENV.items():
         monkeypatch.setenv(name, value)
-    settings.LEASE_EXTRA_SECONDS = float(FAST_RECOVERY_ENV["LEASE_EXTRA_SECONDS"])
 
 
 # --- the trading graph -----------------------------------------------------------------

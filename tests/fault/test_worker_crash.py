@@ -56,7 +56,7 @@ def test_with_no_other_worker_restore_after_a_new_worker_starts_brings_every_loo
         replacement = spawn_worker()
         # A lease is the only proof that a loop is dead: restore skips a runnable whose
         # lease is still held (its worker may be alive). Killed loops' leases lapse within
-        # 2 ticks + LEASE_EXTRA_SECONDS.
+        # a lease's length (7 s here, see FAST_RECOVERY_ENV).
         wait_for(lambda: not leases_held(), timeout=15, what="the dead loops' leases to lapse")
         out = io.StringIO()
         call_command("restore", stdout=out)
@@ -128,8 +128,14 @@ def test_an_order_is_filled_once_when_the_execution_worker_is_killed_mid_stream(
     fast_recovery, spawn_worker, make_agent, redis_client
 ):
     feed = make_agent("kx_feed", config={"source": "simulated", "tick_seconds": 0.1, "seed": 3})
+    # 20 orders a step: a step of 200 fills can outlast the 5 s step timeout on a loaded
+    # machine (PostgreSQL in CI), and the broker would go to error instead of finishing.
     execution = make_agent(
-        "kx_exec", kind="execution", role="execution", symbols=[], config={"tick_seconds": 0.05}
+        "kx_exec",
+        kind="execution",
+        role="execution",
+        symbols=[],
+        config={"tick_seconds": 0.05, "max_orders_per_step": 20},
     )
     execution.inputs_from.add(feed)
     TradingSession.objects.create(
@@ -156,11 +162,17 @@ def test_an_order_is_filled_once_when_the_execution_worker_is_killed_mid_stream(
     done_at_kill = Fill.objects.filter(session_id="kx").count()
     spawn_worker()
 
-    def all_handled() -> bool:
-        reconcile(start_grace_seconds=0)
-        return not Order.objects.filter(session_id="kx", status__in=("new", "sent")).exists()
-
-    wait_for(all_handled, timeout=60, interval=0.5, what="the new incarnation to finish the stream")
+    # One restore once the dead loops' leases lapsed. (Restoring again and again would
+    # send again, each time, the starts the previous pass sent that are not running yet.)
+    wait_for(lambda: not leases_held(), timeout=15, what="the dead loops' leases to lapse")
+    # The session row says running without a loop ever having run it: restarted too.
+    assert set(reconcile(start_grace_seconds=0).restarted) == {"kx_exec", "kx_feed", "session:kx"}
+    wait_for(
+        lambda: not Order.objects.filter(session_id="kx", status__in=("new", "sent")).exists(),
+        timeout=60,
+        interval=0.2,
+        what="the new incarnation to finish the stream",
+    )
     fills = Fill.objects.filter(session_id="kx")
     assert fills.count() == len(orders), Order.objects.exclude(status="filled").values_list("reason")[:3]
     assert fills.values("order_id").distinct().count() == len(orders)
