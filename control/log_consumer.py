@@ -43,7 +43,7 @@ from agents.models import Agent
 
 # The level names and file tokens the tail endpoint uses, so `level` means the same on
 # the socket as in /system/agents/<id>/logs?level=.
-from agents.runtime.logs import _LEVEL_TOKENS, _LEVELS, MAX_LINE_BYTES, log_path
+from agents.runtime.logs import LEVEL_TOKENS, LEVELS, MAX_LINE_BYTES, check_query, log_path
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ MAX_LINES_PER_POLL = 200
 # of megabytes), the older part is skipped by counting its newlines only.
 MAX_CATCHUP_BYTES = 4 * 1024 * 1024
 READ_CHUNK = 256 * 1024
-# A search term longer than this is refused (it could never be a useful filter).
-MAX_QUERY_LENGTH = 200
 
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BAD_REQUEST = 4400
@@ -90,7 +88,7 @@ class _Collector:
             raw = raw[:-1]
         if self.threshold is not None:
             fields = raw.split(None, 2)
-            level = _LEVEL_TOKENS.get(fields[1]) if len(fields) > 1 else None
+            level = LEVEL_TOKENS.get(fields[1]) if len(fields) > 1 else None
             if level is None or level < self.threshold:
                 return
         if self.needle is not None and self.needle not in _decode(raw).casefold():
@@ -291,12 +289,11 @@ def parse_filters(query_string: bytes) -> tuple[int | None, str | None]:
     level_name = (params.get("level") or [""])[-1].strip()
     threshold = None
     if level_name:
-        threshold = _LEVELS.get(level_name.upper())
+        threshold = LEVELS.get(level_name.upper())
         if threshold is None:
-            raise ValueError(f"Unknown level {level_name!r}; use one of {', '.join(_LEVELS)}.")
+            raise ValueError(f"Unknown level {level_name!r}; use one of {', '.join(LEVELS)}.")
     needle = (params.get("q") or [""])[-1] or None
-    if needle is not None and len(needle) > MAX_QUERY_LENGTH:
-        raise ValueError(f"The search text is too long (at most {MAX_QUERY_LENGTH} characters).")
+    check_query(needle)
     return threshold, needle
 
 

@@ -57,14 +57,14 @@ _AGENT_ID_RE = re.compile(r"[-a-zA-Z0-9_]+")
 # File names are limited to 255 bytes; longer ids can never be valid agent ids anyway.
 _MAX_AGENT_ID_LEN = 200
 
-_LEVELS: dict[str, int] = {
+LEVELS: dict[str, int] = {
     "DEBUG": logging.DEBUG,
     "INFO": logging.INFO,
     "WARNING": logging.WARNING,
     "ERROR": logging.ERROR,
     "CRITICAL": logging.CRITICAL,
 }
-_LEVEL_TOKENS: dict[bytes, int] = {name.encode(): value for name, value in _LEVELS.items()}
+LEVEL_TOKENS: dict[bytes, int] = {name.encode(): value for name, value in LEVELS.items()}
 
 _log = logging.getLogger(__name__)
 
@@ -274,21 +274,33 @@ class TailResult:
     truncated: bool
 
 
+# Longer search texts are refused: nobody types them, and each costs a scan of the file.
+MAX_QUERY_LENGTH = 200
+
+
+def check_query(q: str | None) -> None:
+    """Raise ValueError for a search text too long to be a person's."""
+    if q is not None and len(q) > MAX_QUERY_LENGTH:
+        raise ValueError(f"The search text is too long (at most {MAX_QUERY_LENGTH} characters).")
+
+
 def tail(path: Path, lines: int, min_level: str | None = None, q: str | None = None) -> TailResult:
     """The last `lines` lines of `path` passing the filters, oldest first.
 
     `min_level`: keep lines whose level token (second field) is at least this level;
     lines without one (not written by our formatter) are kept only without a level
     filter. `q`: case-insensitive substring. Raises ValueError for `lines` outside
-    1..MAX_TAIL_LINES or an unknown level, FileNotFoundError when there is no file.
+    1..MAX_TAIL_LINES, an unknown level or a search text over MAX_QUERY_LENGTH,
+    FileNotFoundError when there is no file.
     """
     if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= MAX_TAIL_LINES:
         raise ValueError(f"lines must be between 1 and {MAX_TAIL_LINES}")
+    check_query(q)
     threshold: int | None = None
     if min_level is not None:
-        threshold = _LEVELS.get(min_level.upper())
+        threshold = LEVELS.get(min_level.upper())
         if threshold is None:
-            raise ValueError(f"unknown level {min_level!r}; use one of {', '.join(_LEVELS)}")
+            raise ValueError(f"unknown level {min_level!r}; use one of {', '.join(LEVELS)}")
     needle = q.casefold() if q else None
 
     found: list[str] = []  # newest first
@@ -298,7 +310,7 @@ def tail(path: Path, lines: int, min_level: str | None = None, q: str | None = N
         for raw in reader:
             if threshold is not None:
                 fields = raw.split(None, 2)
-                level = _LEVEL_TOKENS.get(fields[1]) if len(fields) > 1 else None
+                level = LEVEL_TOKENS.get(fields[1]) if len(fields) > 1 else None
                 if level is None or level < threshold:
                     continue
             text = raw.decode("utf-8", errors="replace")
@@ -322,7 +334,7 @@ def _block_filter(threshold: int | None, needle: str | None) -> Callable[[bytes]
     """
     checks: list[Callable[[bytes], bool]] = []
     if threshold is not None:
-        tokens = [token for token, value in _LEVEL_TOKENS.items() if value >= threshold]
+        tokens = [token for token, value in LEVEL_TOKENS.items() if value >= threshold]
         checks.append(lambda region: any(token in region for token in tokens))
     if needle is not None and needle.isascii():
         ascii_needle = needle.encode()

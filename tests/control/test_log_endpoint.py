@@ -159,6 +159,12 @@ def test_q_keeps_lines_containing_the_substring_in_any_case(viewer_client, make_
     assert body["lines"] == [line(1, message="Order filled"), line(3, message="order REJECTED")]
 
 
+def test_a_search_text_over_200_characters_is_400(viewer_client, mixed_log):
+    body = assert_error(viewer_client.get(logs_url(), {"q": "x" * 201}), 400)
+    assert "too long" in body["detail"]
+    assert viewer_client.get(logs_url(), {"q": "x" * 200}).status_code == 200
+
+
 def test_level_and_q_combine(viewer_client, make_agent, log_dir):
     make_agent("feed")
     write_log(
