@@ -24,6 +24,12 @@ if not SECRET_KEY:
 
     SECRET_KEY = development_secret_key(VAR_DIR)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+# Behind a proxy that terminates TLS: the site's https origins (CSRF checks the Origin of
+# every form and htmx post against them), and trust its X-Forwarded-Proto.
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+if env.bool("BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 # The web port, used by `make run` and printed in its banner.
 PORT = env.int("PORT", default=8000)
 
