@@ -1,5 +1,5 @@
 """How long the control panel takes to render as agents grow, what it costs in queries,
-and what one live sweep costs (the hub's work every 0.3 s while a page is open).
+and what one live sweep costs (the hub's full read, about once a second while a page is open).
 
 Builds, on a database and Redis prefix of its own, M sessions with a few fills each and
 then, size by size (10, 100, 500 agents by default), agents up to that size: a quarter
@@ -266,7 +266,7 @@ def main() -> None:
         figures |= {f"push_{sizes[-1]}_agents_p50_ms": push[0], f"push_{sizes[-1]}_agents_p95_ms": push[1]}
         print(
             f"  status change -> card on a /ws/control/ socket (in process): median {push[0]:.1f} ms, "
-            f"p95 {push[1]:.1f} ms over {args.repeat} changes (full sweep every 0.3 s besides)"
+            f"p95 {push[1]:.1f} ms over {args.repeat} changes (the hub's full reads running besides)"
         )
         common.emit_result("page_render", args.quick, info, VIA, figures, {"queries_growth_count": 0})
         if figures["queries_growth_count"]:
