@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
@@ -35,6 +36,17 @@ def live_metrics(agent_ids: list[str]) -> dict[str, dict[str, Any]]:
         return {}
 
 
+def _last_active(agent: Agent, metrics: dict[str, Any] | None) -> dt.datetime | None:
+    """The newer of the database's last_active (written every few seconds) and the loop's
+    live one in Redis (every step)."""
+    stored = agent.last_active
+    live = (metrics or {}).get("last_active")
+    if not live:
+        return stored
+    live_at = dt.datetime.fromtimestamp(float(live), tz=dt.UTC)
+    return live_at if stored is None or live_at > stored else stored
+
+
 def agent_dict(
     agent: Agent,
     metrics: dict[str, Any] | None = None,
@@ -60,7 +72,7 @@ def agent_dict(
         "outputs_to": outputs,
         "config": agent.config,
         "metrics": metrics if metrics else (agent.metrics or {}),
-        "last_active": agent.last_active,
+        "last_active": _last_active(agent, metrics),
         "last_heartbeat": agent.last_heartbeat,
         "status_changed_at": agent.status_changed_at,
         "run_id": agent.run_id or None,

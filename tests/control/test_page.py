@@ -179,3 +179,23 @@ def test_saving_the_order_of_a_column(operator_client, make_agent):
     assert operator_client.post("/ui/agents/order", {"order": "c,a,b"}).status_code == 204
     assert list(Agent.objects.order_by("position_y").values_list("agent_id", flat=True)) == ["c", "a", "b"]
     assert operator_client.post("/ui/agents/order", {"order": "c,nope"}).status_code == 422
+
+
+def test_last_active_comes_from_the_loop_and_a_card_without_one_can_still_tick(make_agent, redis_client):
+    """A card first rendered before its agent ever stepped must still show the live time
+    later (live-times only updates an existing <time>); and the time is the loop's own,
+    from Redis, not the database's copy of a few seconds ago."""
+    import time
+
+    from django.template.loader import render_to_string
+
+    from agents.runtime import keys
+    from control import page
+
+    make_agent("feed")
+    card = page.agent_cards()[0]
+    html = render_to_string("control/index.html#agent-card", {"card": card, "can_control": True})
+    assert '<time data-ago datetime="">never</time>' in html
+    now = time.time()
+    redis_client.hset(keys.metrics("agent", "feed"), "last_active", repr(now))
+    assert page.agent_cards()[0].agent["last_active"].timestamp() == pytest.approx(now, abs=0.001)
