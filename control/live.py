@@ -171,6 +171,7 @@ class Hub:
             while self.listeners:
                 now = self._now = time.monotonic()
                 self._wake.clear()  # a change announced from now on means another pass
+                announced = False
                 try:
                     html = [item for item in self.listeners if item.wants_html]
                     levels = {item.can_control for item in html}
@@ -181,6 +182,7 @@ class Hub:
                             database_sync_to_async(self.read_all, thread_sensitive=False)()
                         )
                     dirty, self._dirty = self._dirty, set()
+                    announced = bool(dirty)
                     dirty |= self._take_due(now)
                     if dirty:
                         # Only what was announced: a few milliseconds however many agents.
@@ -211,8 +213,11 @@ class Hub:
                     full = None
                     self._next_full = time.monotonic() + SWEEP_SECONDS
                 if self._dirty:
-                    # Under a flood of changes: gather them for a moment, then sweep them at once.
-                    await asyncio.sleep(COALESCE_SECONDS)
+                    if announced:
+                        # Changes kept coming while changes were pushed: a flood. Gather them
+                        # for a moment, then sweep them at once. (One that came during other
+                        # work, a throttled object's turn or a full read, goes now.)
+                        await asyncio.sleep(COALESCE_SECONDS)
                     continue
                 wake_at = min([self._next_full, *self._deferred.values()])
                 waits = [asyncio.ensure_future(self._wake.wait())]
