@@ -32,7 +32,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import redis
@@ -44,7 +44,7 @@ from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult
 from agents.runtime import keys
 from agents.runtime.bus import newest_messages
 from agents.runtime.redis import get_redis
-from sessions import broker
+from sessions import broker, money
 from sessions.broker import Outcome
 from sessions.models import Order, OrderType
 
@@ -148,15 +148,8 @@ class Execution(AgentKind):
     def _take_bar(self, data: dict[str, Any]) -> None:
         if data.get("type") != "bar":
             return
-        symbol, close = data.get("symbol"), data.get("close")
-        if not isinstance(symbol, str) or close is None:
-            return
-        try:
-            # Through str: a float's repr is the short decimal a person reads.
-            price = Decimal(str(close))
-        except (InvalidOperation, ValueError):
-            return
-        if price.is_finite() and price > 0:
+        symbol, price = data.get("symbol"), money.positive_price(data.get("close"))
+        if isinstance(symbol, str) and price is not None:
             self.prices[symbol] = price
 
     # --- the stream -----------------------------------------------------------------

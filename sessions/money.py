@@ -90,6 +90,18 @@ def to_decimal(value: Decimal | str | int | float) -> Decimal:
     return result
 
 
+def positive_price(value: object) -> Decimal | None:
+    """A price from a feed message (a float, a string): a positive finite Decimal, or None
+    for anything else (missing, zero, negative, not a number)."""
+    if value is None:
+        return None
+    try:
+        price = to_decimal(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return price if price > 0 else None
+
+
 def mul(*factors: Decimal) -> Decimal:
     """The exact product (no rounding up to 60 significant digits)."""
     result = Decimal(1)

@@ -176,7 +176,7 @@ class SessionLoop(Loop):
             if symbol not in self.symbols:
                 continue
             if data.get("type") == "bar":
-                price = _positive_decimal(data.get("close"))
+                price = money.positive_price(data.get("close"))
                 if price is not None:
                     self.prices[symbol] = price
             elif (
@@ -258,8 +258,9 @@ class SessionLoop(Loop):
     def _send(self, order: Order) -> None:
         payload = {"order_id": order.order_id, "session_id": self.session_id, "ts": time.time()}
         # Only while this loop holds the lease: a superseded loop's order never leaves.
-        self.publisher.publish(keys.orders("agent", self._execution_id), payload, ORDERS_MAXLEN)
-        Order.objects.filter(pk=order.pk, status=OrderStatus.NEW).update(
+        self.lease.publish(keys.orders("agent", self._execution_id), payload, ORDERS_MAXLEN)
+        # updated_at says when it was last sent (auto_now does not apply to update()).
+        Order.objects.filter(pk=order.pk, status__in=(OrderStatus.NEW, OrderStatus.SENT)).update(
             status=OrderStatus.SENT, updated_at=timezone.now()
         )
 
@@ -282,8 +283,6 @@ class SessionLoop(Loop):
         )
         for order in stale:
             self._send(order)
-            # updated_at says when it was last sent (auto_now does not apply to update()).
-            Order.objects.filter(pk=order.pk, status=OrderStatus.SENT).update(updated_at=timezone.now())
             session_event(
                 self.session_id,
                 f"order {order.side} {order.symbol} was not answered within {RESEND_AFTER_SECONDS:.0f} s; "
@@ -375,14 +374,6 @@ def size_order(
             return None, money.ZERO
         return Side.SELL, quantity
     return None, money.ZERO
-
-
-def _positive_decimal(value: Any) -> Decimal | None:
-    try:
-        price = Decimal(str(value))
-    except (InvalidOperation, ValueError):
-        return None
-    return price if price.is_finite() and price > 0 else None
 
 
 def _age_seconds(ts: Any) -> float:

@@ -102,7 +102,7 @@ class AgentLoop(Loop):
         return {"last_active": datetime.fromtimestamp(last_active, tz=UTC)} if last_active else {}
 
     def _publish(self, payload: dict[str, Any]) -> str:
-        return self.publisher.publish(self._stream, payload, STREAM_MAXLEN)
+        return self.lease.publish(self._stream, payload, STREAM_MAXLEN)
 
     def _last_published(self) -> dict[str, Any] | None:
         newest = self.client.xrevrange(self._stream, count=1)

@@ -94,8 +94,9 @@ class Loop:
         self.token = f"{run_id}:{uuid.uuid4().hex[:12]}"
         self.wakeup = threading.Event()  # replaced by a registered one in run()
         self.client = get_redis()
-        # Writes to Redis that only the lease holder may make (streams of messages, orders).
-        self.publisher = Lease(self.client, keys.lease(self.kind, rid), self.token, 0)
+        # Its length is set once the tick is known (run); its publish is how the writes to
+        # Redis only the holder may make (streams of messages, orders) are made.
+        self.lease = Lease(self.client, keys.lease(self.kind, rid), self.token, 0)
         self.tick_seconds = 1.0
         self.paused = False
         self._pending_incr: dict[str, int] = {}
@@ -108,7 +109,6 @@ class Loop:
         # Set by the watchdog when a step overran: from then on the loop writes nothing.
         self.abandoned = False
         self._fence_lock = threading.Lock()
-        self._lease: Lease | None = None
 
     # --- what subclasses provide ---------------------------------------------------
 
@@ -189,7 +189,8 @@ class Loop:
             return "stopped before start"
         self.tick_seconds = self.tick_for(row)
         self.step_timeout = self.step_timeout_for(row)
-        lease = self._lease = Lease(self.client, keys.lease(self.kind, self.rid), self.token, self.lease_ms)
+        lease = self.lease
+        lease.ttl_ms = self.lease_ms
         try:
             self._take_lease(lease)
         except Superseded as exc:
@@ -229,7 +230,7 @@ class Loop:
                 self.teardown()
             finally:
                 self._safe_flush()
-                self._release(lease)
+                self._release()
         return reason
 
     def _take_lease(self, lease: Lease) -> None:
@@ -388,16 +389,14 @@ class Loop:
         message = f"step timed out after {ran_for:.1f} s (limit {self.step_timeout:g} s); abandoned"
         self.logger().error(message)
         # The lease first: whoever reads "error" may restart at once.
-        self._release(self._lease)
+        self._release()
         self._set_status(Status.ERROR, message)
 
-    def _release(self, lease: Lease | None) -> None:
+    def _release(self) -> None:
         """Give the lease up and say so, so a loop waiting for it starts now, not at its
         next look."""
-        if lease is None:
-            return
         try:
-            lease.release()
+            self.lease.release()
             flags.wake(self.kind, self.rid, self.client)
         except redis.RedisError:
             pass  # it expires on its own
