@@ -17,6 +17,7 @@ UNAUTHENTICATED = 4401
 class _HubConsumer(AsyncWebsocketConsumer):
     wants_html = True
     fresh = True
+    stale = False
     can_control = False
 
     async def connect(self) -> None:

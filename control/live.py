@@ -28,12 +28,11 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.template.loader import render_to_string
-from django.utils import timezone
 
 from control import page
+from control.live_events import EventTracker
 from control.push_budget import PushBudget
 from control.templatetags.panel import json_script_safe
-from sessions.models import Fill
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +101,14 @@ class Hub:
         self._prints: dict[str, str] = {}  # dom id (or event key) -> fingerprint
         self._agent_ids: tuple[str, ...] | None = None
         self._session_ids: tuple[str, ...] | None = None
-        self._status: dict[str, tuple[str, str]] = {}  # "agent:<id>" -> (status, desired)
         self._feed_after: int | None = None
-        self._fills_after = timezone.now()
+        self._json = EventTracker()
         self._edge_counts: dict[tuple[str, str], tuple[int, float]] = {}
         self._rates: dict[tuple[str, str], float] = {}
         self._budget = PushBudget()
         self._deferred: dict[str, float] = {}  # "<kind>:<id>" or "system" -> when its push is due
         self._now = 0.0  # monotonic start of the current pass
         self._read_at: float | None = None  # when the full read being applied started
-        self._pushed_at: dict[str, float] = {}  # dom id -> when it was last noted (budgeted parts)
 
     # --- listeners ------------------------------------------------------------------
 
@@ -194,7 +191,7 @@ class Hub:
                     if full is not None and full.done():
                         snapshot, full = full.result(), None
                         for item in html:
-                            if getattr(item, "stale", False):
+                            if item.stale:
                                 item.stale, item.fresh = False, True
                         fresh = {item.can_control for item in html if item.fresh}
                         frame = await database_sync_to_async(self.apply_all)(
@@ -347,7 +344,7 @@ class Hub:
             parts = [self._render(name, context, can_control) for name, context in whole.values()]
             frame.full[can_control] = [*parts, times]
         if with_events:
-            frame.events = self._events(panel, cards, rows)
+            frame.events = self._json.objects(cards, rows, self.seq) + self._json.panel(panel, self.seq)
         self._read_at = None
         return frame
 
@@ -375,7 +372,7 @@ class Hub:
         for can_control in levels:
             frame.html[can_control] = [self._render(name, ctx, can_control) for name, ctx in changed.values()]
         if with_events:
-            frame.events = self._events(None, cards, rows)
+            frame.events = self._json.objects(cards, rows, self.seq)
         return frame
 
     def sweep_panel(self, levels: set[bool], with_events: bool) -> Frame:
@@ -387,7 +384,7 @@ class Hub:
         for can_control in levels:
             frame.html[can_control] = [self._render(name, ctx, can_control) for name, ctx in changed.values()]
         if with_events:
-            frame.events = self._panel_events(panel, timezone.now().isoformat())
+            frame.events = self._json.panel(panel, self.seq)
         return frame
 
     @staticmethod
@@ -424,12 +421,11 @@ class Hub:
         if not force and self._prints.get(dom_id) == fingerprint:
             return
         if budget is not None and not force:
-            if self._read_at is not None and self._pushed_at.get(dom_id, -1.0) > self._read_at:
+            if self._read_at is not None and self._budget.last_taken(dom_id) > self._read_at:
                 return  # a full read older than what was pushed on its own
             if not self._budget.take(dom_id, self._now):
                 self._deferred[budget] = self._budget.due(dom_id, self._now)
                 return
-            self._pushed_at[dom_id] = self._now
         self._prints[dom_id] = fingerprint
         changed[dom_id] = (partial, context)
 
@@ -476,67 +472,6 @@ class Hub:
         self._feed_after = entries[-1]["id"]
         items = "".join(render_to_string(f"{TEMPLATE}#feed-item", {"item": item}).strip() for item in entries)
         return f'<div id="feed-items" hx-swap-oob="beforeend">{items}</div>'
-
-    # --- JSON events (/ws/events/) -------------------------------------------------------
-
-    def _events(
-        self, panel: dict[str, Any] | None, cards: list[page.AgentCard], rows: list[page.SessionRow]
-    ) -> list[dict]:
-        """What changed since the last look, as JSON events (the panel's too when given)."""
-        now = timezone.now().isoformat()
-        events: list[dict[str, Any]] = []
-        changed = self._status_changed
-        for card in cards:
-            a = card.agent
-            if changed(f"agent:{card.agent_id}", a["status"], a["desired_state"]):
-                data = {k: a[k] for k in ("agent_id", "status", "desired_state", "error_message")}
-                events.append({"type": "agent.status", "data": data, "ts": now})
-        for row in rows:
-            s = row.session
-            if changed(f"session:{row.session_id}", s["status"], s["desired_state"]):
-                data = {k: s[k] for k in ("session_id", "status", "desired_state", "error_message")}
-                events.append({"type": "session.status", "data": data, "ts": now})
-            metrics = {k: s[k] for k in ("equity", "pnl", "pnl_pct", "trades", "cash")}
-            key = f"metrics:{row.session_id}"
-            if self._prints.get(key) != _digest(metrics):
-                if key in self._prints:
-                    events.append(
-                        {"type": "metrics", "data": {"session_id": row.session_id, **metrics}, "ts": now}
-                    )
-                self._prints[key] = _digest(metrics)
-        fills = list(Fill.objects.filter(ts__gt=self._fills_after).order_by("ts")[:500])
-        if fills:
-            self._fills_after = fills[-1].ts
-            from control.presenters import fill_dict
-
-            events.extend(
-                {"type": "trade", "data": {"session_id": f.session_id, **fill_dict(f)}, "ts": now}
-                for f in fills
-            )
-        if panel is not None:
-            events += self._panel_events(panel, now)
-        for event in events:
-            event["seq"] = self.seq
-        return events
-
-    def _panel_events(self, panel: dict[str, Any], now: str) -> list[dict[str, Any]]:
-        events: list[dict[str, Any]] = []
-        if self._status_changed("system", panel["system"]["status"], ""):
-            events.append({"type": "system.status", "data": {"status": panel["system"]["status"]}, "ts": now})
-        alerts = panel["alerts"]
-        key = "alerts"
-        if self._prints.get(key) != _digest(alerts):
-            if key in self._prints:
-                events.extend({"type": "alert", "data": alert, "ts": now} for alert in alerts)
-            self._prints[key] = _digest(alerts)
-        for event in events:
-            event["seq"] = self.seq
-        return events
-
-    def _status_changed(self, key: str, status: str, desired: str) -> bool:
-        before = self._status.get(key)
-        self._status[key] = (status, desired)
-        return before is not None and before != (status, desired)
 
 
 hub = Hub()

@@ -32,6 +32,11 @@ class PushBudget:
         self._tokens[key] = (level - 1.0, now)
         return True
 
+    def last_taken(self, key: str) -> float:
+        """When `key` was last pushed (-inf: never)."""
+        entry = self._tokens.get(key)
+        return entry[1] if entry is not None else float("-inf")
+
     def due(self, key: str, now: float) -> float:
         """When `key` may be pushed again (now, if it may already)."""
         level = self._level(key, now)

@@ -102,7 +102,7 @@ def test_programs_get_json_events(operator, make_agent):
         assert connected
         # Wait (with a deadline) for the hub's first look, then change something.
         for _ in range(100):
-            if hub._status:
+            if hub._json._status:
                 break
             await ws.receive_nothing(timeout=0.1)
         await sync_to_async(Agent.objects.filter(pk="feed").update)(status=Status.RUNNING)
