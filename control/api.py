@@ -20,7 +20,7 @@ from control import health, presenters, services
 from control.api_common import BODY_ERRORS, ERRORS
 from control.api_sessions import sessions as sessions_router
 from control.auth import bearer_user, docs_login_required, require_control
-from control.errors import Forbidden, NotFound, ServiceError
+from control.errors import Forbidden, NotFound, ServiceError, json_error
 
 
 class SessionAuth(APIKeyCookie):
@@ -78,7 +78,7 @@ api = NinjaAPI(
 
 
 def _error(request: HttpRequest, status: int, detail: str, code: str, **extra: Any) -> JsonResponse:
-    return JsonResponse({"detail": detail, "code": code, **extra}, status=status)
+    return json_error(status, detail, code, **extra)
 
 
 @api.exception_handler(ServiceError)

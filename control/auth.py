@@ -6,13 +6,13 @@ from collections.abc import Callable
 from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 from django.views.decorators.http import require_safe
 
 from control import throttle
-from control.errors import Forbidden, Throttled
+from control.errors import Forbidden, Throttled, json_error
 from control.models import CONTROL_PERMISSION, ApiToken, hash_token
 
 
@@ -75,12 +75,7 @@ def docs_login_required(view: Callable[..., HttpResponse]) -> Callable[..., Http
             return view(request, *args, **kwargs)
         if request.path.endswith("/docs"):
             return redirect_to_login(request.get_full_path())
-        return JsonResponse(
-            {
-                "detail": "Log in, or send 'Authorization: Bearer <token>' (manage.py issue_token).",
-                "code": "not_authenticated",
-            },
-            status=401,
-        )
+        detail = "Log in, or send 'Authorization: Bearer <token>' (manage.py issue_token)."
+        return json_error(401, detail, "not_authenticated")
 
     return wrapper

@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.http import JsonResponse
+
+
+def json_error(status: int, detail: str, code: str, **extra: Any) -> JsonResponse:
+    """The body every JSON edge answers an error with: {"detail", "code", ...}."""
+    return JsonResponse({"detail": detail, "code": code, **extra}, status=status)
+
 
 class ServiceError(Exception):
     status = 400

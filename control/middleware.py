@@ -8,7 +8,9 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
+
+from control.errors import json_error
 
 
 class LoginRequired(LoginRequiredMiddleware):
@@ -20,9 +22,6 @@ class LoginRequired(LoginRequiredMiddleware):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
 
-
-def _refusal(status: int, detail: str, code: str) -> JsonResponse:
-    return JsonResponse({"detail": detail, "code": code}, status=status)
 
 
 class RequestLimits:
@@ -50,7 +49,7 @@ class RequestLimits:
             length = 0
         if limit is not None and length > limit:
             detail = f"The request body is {length} bytes; at most {limit} are accepted."
-            return _refusal(413, detail, "too_large")
+            return json_error(413, detail, "too_large")
         if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.GET.items()):
-            return _refusal(400, "The address contains a NUL byte (%00).", "bad_request")
+            return json_error(400, "The address contains a NUL byte (%00).", "bad_request")
         return self.get_response(request)

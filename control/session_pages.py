@@ -36,7 +36,7 @@ from agents.runtime import keys
 from agents.runtime.bus import newest_messages
 from agents.runtime.redis import get_redis
 from control import presenters
-from control.errors import NotFound
+from control.errors import NotFound, json_error
 from control.page import status_icon
 from sessions.models import EquityPoint, Fill, Side, TradingSession
 
@@ -432,9 +432,6 @@ def build_candles(
 # --- chart.json ----------------------------------------------------------------------------
 
 
-def _json_error(status: int, detail: str, code: str) -> JsonResponse:
-    return JsonResponse({"detail": detail, "code": code}, status=status)
-
 
 @require_GET
 def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
@@ -449,12 +446,12 @@ def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
         TradingSession.objects.filter(pk=session_id).only("session_id", "symbols", "execution_agent").first()
     )
     if session is None:
-        return _json_error(404, f"There is no session with id {session_id!r}.", "not_found")
+        return json_error(404, f"There is no session with id {session_id!r}.", "not_found")
     try:
         interval = _interval(request.GET.get("interval"))
         since = _since(request.GET.get("since"), interval)
     except BadParameter as exc:
-        return _json_error(400, str(exc), "bad_request")
+        return json_error(400, str(exc), "bad_request")
     symbols = [s for s in (session.symbols or []) if isinstance(s, str)]
     producers = market_producers(session)
 

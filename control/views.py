@@ -10,6 +10,7 @@ from agents.models import Agent
 from agents.runtime.logs import log_path, tail
 from control import health
 from control.auth import request_user
+from control.errors import json_error
 
 MAX_LINES = 5000
 
@@ -22,34 +23,31 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(report, status=200 if report["ok"] else 503)
 
 
-def _json_error(status: int, detail: str, code: str) -> JsonResponse:
-    return JsonResponse({"detail": detail, "code": code}, status=status)
-
 
 @login_not_required
 @require_GET
 def agent_logs(request: HttpRequest, agent_id: str):
     """Last N lines of the agent's log file (API.md "Log tail")."""
     if request_user(request) is None:
-        return _json_error(401, "Log in, or send 'Authorization: Bearer <token>'.", "not_authenticated")
+        return json_error(401, "Log in, or send 'Authorization: Bearer <token>'.", "not_authenticated")
     raw_lines = request.GET.get("lines", "100")
     try:
         lines = int(raw_lines)
     except ValueError:
         lines = 0
     if not 1 <= lines <= MAX_LINES:
-        return _json_error(
+        return json_error(
             400, f"'lines' must be a whole number from 1 to {MAX_LINES}; got {raw_lines!r}.", "bad_lines"
         )
     # The id is looked up in the database first: only a known agent's file can be read.
     agent = Agent.objects.filter(pk=agent_id).only("agent_id").first()
     if agent is None:
-        return _json_error(404, f"There is no agent with id {agent_id!r}.", "not_found")
+        return json_error(404, f"There is no agent with id {agent_id!r}.", "not_found")
     path = log_path(agent.agent_id)
     if path is None:
-        return _json_error(404, f"The log of agent {agent.agent_id} is not readable.", "not_found")
+        return json_error(404, f"The log of agent {agent.agent_id} is not readable.", "not_found")
     if not path.is_file():
-        return _json_error(404, f"Agent {agent.agent_id} has not written a log yet.", "no_log")
+        return json_error(404, f"Agent {agent.agent_id} has not written a log yet.", "no_log")
     if request.GET.get("download") == "1":
         return FileResponse(
             open(path, "rb"), as_attachment=True, filename=f"{agent.agent_id}.log", content_type="text/plain"
@@ -57,11 +55,11 @@ def agent_logs(request: HttpRequest, agent_id: str):
     try:
         result = tail(path, lines, min_level=request.GET.get("level") or None, q=request.GET.get("q") or None)
     except ValueError as exc:
-        return _json_error(400, str(exc), "bad_request")
+        return json_error(400, str(exc), "bad_request")
     return JsonResponse({"agent_id": agent.agent_id, "lines": result.lines, "truncated": result.truncated})
 
 
 @login_not_required
 def agent_logs_unknown_path(request: HttpRequest, rest: str) -> JsonResponse:
     """Anything else under /system/agents/ (e.g. traversal attempts): a JSON 404."""
-    return _json_error(404, "There is no such agent log.", "not_found")
+    return json_error(404, "There is no such agent log.", "not_found")
