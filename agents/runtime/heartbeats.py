@@ -11,7 +11,6 @@ iteration (Loop.db_superseded), as does one whose row says it ended.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any, Protocol
 
 import redis
@@ -20,6 +19,7 @@ from django.db import DatabaseError, connections, models, transaction
 from django.utils import timezone
 
 from agents.runtime import keys
+from agents.runtime.loop_set import LoopSet
 from agents.runtime.redis import get_redis
 from agents.states import Status
 
@@ -40,29 +40,17 @@ class Beating(Protocol):
 
 ENDED = (Status.STOPPED, Status.ERROR)
 
-_lock = threading.Lock()
-_loops: set[Beating] = set()
-_thread: threading.Thread | None = None
-
-
 def register(loop: Beating) -> None:
-    global _thread
-    with _lock:
-        _loops.add(loop)
-        if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(target=_run, name="db-heartbeats", daemon=True)
-            _thread.start()
+    _loops.add(loop)
 
 
 def unregister(loop: Beating) -> None:
-    with _lock:
-        _loops.discard(loop)
+    _loops.discard(loop)
 
 
 def write_all() -> int:
     """Write every registered loop's heartbeat row now; returns how many rows were written."""
-    with _lock:
-        loops = list(_loops)
+    loops = _loops.members()
     if not loops:
         return 0
     pipe = get_redis().pipeline(transaction=False)
@@ -99,16 +87,17 @@ def _extra(loop: Beating) -> dict[str, Any]:
         return {}
 
 
-def _run() -> None:
-    while True:
-        threading.Event().wait(settings.HEARTBEAT_DB_SECONDS)  # a period, not a synchronisation
-        try:
-            write_all()
-        except (DatabaseError, redis.RedisError) as exc:
-            # The next round writes them again; the Redis heartbeat carries on meanwhile.
-            log.warning("database heartbeats not written (%s)", exc)
-        finally:
-            connections.close_all()
+def _round() -> None:
+    try:
+        write_all()
+    except (DatabaseError, redis.RedisError) as exc:
+        # The next round writes them again; the Redis heartbeat carries on meanwhile.
+        log.warning("database heartbeats not written (%s)", exc)
+    finally:
+        connections.close_all()
+
+
+_loops: LoopSet[Beating] = LoopSet("db-heartbeats", lambda: settings.HEARTBEAT_DB_SECONDS, _round)
 
 
 def numbers(snapshot: dict[str, str]) -> dict[str, float | int]:

@@ -9,11 +9,12 @@ releases its lease, so a restart starts a new loop at once; the abandoned loop i
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Protocol
 
 from django.db import connections
+
+from agents.runtime.loop_set import LoopSet
 
 log = logging.getLogger(__name__)
 
@@ -28,32 +29,19 @@ class Watched(Protocol):
         """Give the loop up: error status, lease released."""
 
 
-_lock = threading.Lock()
-_watched: set[Watched] = set()
-_thread: threading.Thread | None = None
-
-
 def watch(loop: Watched) -> None:
-    global _thread
-    with _lock:
-        _watched.add(loop)
-        if _thread is None or not _thread.is_alive():
-            _thread = threading.Thread(target=_run, name="step-watchdog", daemon=True)
-            _thread.start()
+    _watched.add(loop)
 
 
 def unwatch(loop: Watched) -> None:
-    with _lock:
-        _watched.discard(loop)
+    _watched.discard(loop)
 
 
 def check(now: float | None = None) -> int:
     """Abandon every loop whose step is overdue; returns how many."""
     now = time.monotonic() if now is None else now
-    with _lock:
-        loops = list(_watched)
     abandoned = 0
-    for loop in loops:
+    for loop in _watched.members():
         ran_for = loop.step_overdue(now)
         if ran_for is None:
             continue
@@ -69,7 +57,4 @@ def check(now: float | None = None) -> int:
     return abandoned
 
 
-def _run() -> None:
-    while True:
-        time.sleep(CHECK_SECONDS)  # a period, not a synchronisation
-        check()
+_watched: LoopSet[Watched] = LoopSet("step-watchdog", lambda: CHECK_SECONDS, check)
