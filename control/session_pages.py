@@ -9,7 +9,7 @@ htmx every 2 s:
 * `?partial=fills&offset=N`: one page of the fills, newest first (FILLS_PAGE at a time).
 
 The charts are drawn by static/js/session_detail.js from chart.json: OHLC candles built
-here from the bar messages in the streams of the execution agent's market inputs (the
+(control.session_market) from the bar messages in the streams of the execution agent's market inputs (the
 prices the paper broker fills at), buy/sell markers at the fills, and the equity curve.
 Times are unix seconds (UTC), as lightweight-charts expects.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -31,28 +31,25 @@ from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
-from agents.models import Agent
-from agents.runtime import keys
-from agents.runtime.bus import newest_messages
 from agents.runtime.redis import get_redis
-from control import presenters
+from control import presenters, session_market
 from control.errors import NotFound, json_error
 from control.page import status_icon
+from control.session_market import (
+    Bar,
+    build_candles,
+    market_producers,
+    producers_simulated,
+    read_bars,
+)
 from sessions.models import EquityPoint, Fill, Side, TradingSession
 
 FILLS_PAGE = 50
 DEFAULT_INTERVAL = 10  # seconds per candle
 MAX_INTERVAL = 86_400
 INTERVAL_CHOICES = [(5, "5 s"), (10, "10 s"), (30, "30 s"), (60, "1 min"), (300, "5 min")]
-MAX_CANDLES = 500  # the newest candles per symbol
 MAX_MARKERS = 1000  # the newest fills marked per symbol
 MAX_EQUITY_POINTS = presenters.MAX_EQUITY_POINTS
-# Streams are read newest first in chunks, and never more than this many entries per
-# producer per request (agent streams are capped near 10,000 entries anyway).
-READ_CHUNK = 1000
-SINCE_CHUNK = 200  # a poll with ?since= needs only the newest few entries
-MAX_STREAM_ENTRIES = 20_000
-SOURCE_LOOKBACK = 50  # newest entries looked at to tell where a producer's prices come from
 
 BUY_COLOR = "#26a69a"
 SELL_COLOR = "#ef5350"
@@ -243,192 +240,6 @@ def _fills_context(session: TradingSession, offset: int, interval: int) -> dict[
     }
 
 
-# --- market data: where the session's prices come from ---------------------------------
-
-
-def market_producers(session: TradingSession) -> list[str]:
-    """The agents whose streams price this session: its execution agent's inputs (the
-    same producers the session loop reads its prices from)."""
-    if not session.execution_agent_id:
-        return []
-    return sorted(
-        Agent.objects.filter(outputs_to__agent_id=session.execution_agent_id).values_list(
-            "agent_id", flat=True
-        )
-    )
-
-
-def producers_simulated(producers: list[str]) -> bool:
-    """Whether the newest bars of these producers say they are simulated (or, with no bar
-    to look at, the producer is configured to simulate)."""
-    if not producers:
-        return False
-    try:
-        newest = newest_messages(get_redis(), producers, SOURCE_LOOKBACK)
-    except redis.RedisError:
-        newest = {}
-    seen_bar = False
-    for messages in newest.values():
-        for data in messages:
-            if data.get("type") == "bar":
-                seen_bar = True
-                if data.get("source") == "simulated":
-                    return True
-                break
-    if seen_bar:
-        return False
-    configs = Agent.objects.filter(pk__in=producers).values_list("config", flat=True)
-    return any(isinstance(c, dict) and c.get("source") == "simulated" for c in configs)
-
-
-def _message(fields: dict[str, str]) -> dict[str, Any] | None:
-    try:
-        data = json.loads(fields["data"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _epoch(value: Any) -> float | None:
-    """An ISO 8601 timestamp (naive = UTC) as unix seconds, or None."""
-    if not isinstance(value, str):
-        return None
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    return ts.timestamp()
-
-
-@dataclass(frozen=True)
-class Bar:
-    ts: float
-    seq: int  # read order, to keep stream order between bars with the same ts
-    symbol: str
-    open: float
-    high: float
-    low: float
-    close: float
-    source: str
-
-
-def parse_bar(data: dict[str, Any], seq: int = 0) -> Bar | None:
-    """A bar message ({"type": "bar", "ts", "symbol", "open", "high", "low", "close"}) or None."""
-    if data.get("type") != "bar" or not isinstance(data.get("symbol"), str):
-        return None
-    ts = _epoch(data.get("ts"))
-    ohlc = [_number(data.get(k)) for k in ("open", "high", "low", "close")]
-    if ts is None or any(v is None or v <= 0 for v in ohlc):
-        return None
-    o, h, low, c = ohlc
-    return Bar(
-        ts, seq, data["symbol"], o, max(h, o, c, low), min(low, o, c, h), c, str(data.get("source", ""))
-    )
-
-
-@dataclass
-class BarRead:
-    bars: list[Bar] = field(default_factory=list)
-    sources: set[str] = field(default_factory=set)
-    complete: bool = True  # False when reading stopped before the start of the stream
-
-
-def read_bars(
-    client: redis.Redis, producer: str, symbols: set[str], interval: int, since: int | None
-) -> BarRead:
-    """The producer's bars of `symbols`, newest first, read back until
-
-    * with `since` (a candle start): the first bar before it (every candle from `since`
-      on is then complete);
-    * without: every symbol has more than MAX_CANDLES candles (the oldest, perhaps
-      partial, is dropped later), the stream's start, or MAX_STREAM_ENTRIES entries.
-    """
-    out = BarRead()
-    key = keys.stream("agent", producer)
-    buckets: dict[str, set[int]] = {}
-    upper, read, seq = "+", 0, 0
-    while read < MAX_STREAM_ENTRIES:
-        chunk = READ_CHUNK if since is None else SINCE_CHUNK
-        entries = client.xrevrange(key, max=upper, min="-", count=chunk)
-        if not entries:
-            return out
-        read += len(entries)
-        oldest_ts: float | None = None
-        for _id, fields in entries:
-            data = _message(fields)
-            bar = parse_bar(data, seq) if data is not None else None
-            seq -= 1  # newest first: older bars get smaller numbers
-            if bar is None:
-                continue
-            oldest_ts = bar.ts if oldest_ts is None else min(oldest_ts, bar.ts)
-            if bar.symbol not in symbols:
-                continue
-            if bar.source:
-                out.sources.add(bar.source)
-            out.bars.append(bar)
-            buckets.setdefault(bar.symbol, set()).add(int(bar.ts // interval) * interval)
-        if len(entries) < chunk:
-            return out
-        upper = "(" + entries[-1][0]
-        if since is not None and oldest_ts is not None and oldest_ts < since:
-            return out
-        if since is None and buckets and all(len(b) > MAX_CANDLES for b in buckets.values()):
-            out.complete = False
-            return out
-    out.complete = False
-    return out
-
-
-def build_candles(
-    bars: list[Bar], interval: int, drop_oldest: bool = False, since: int | None = None
-) -> dict[str, list[dict[str, float]]]:
-    """OHLC candles of `interval` seconds per symbol, oldest first, the newest MAX_CANDLES.
-
-    A candle's time is the start of its interval (unix seconds); open is its first bar's
-    open, close its last bar's close, high and low the extremes of its bars. With
-    `drop_oldest` the oldest candle of each symbol is left out (its earlier bars were not
-    read); with `since`, only candles from that time on.
-    """
-    per_symbol: dict[str, dict[int, dict[str, float]]] = {}
-    for bar in sorted(bars, key=lambda b: (b.ts, b.seq)):
-        start = int(bar.ts // interval) * interval
-        candles = per_symbol.setdefault(bar.symbol, {})
-        candle = candles.get(start)
-        if candle is None:
-            candles[start] = {
-                "time": start,
-                "open": bar.open,
-                "high": bar.high,
-                "low": bar.low,
-                "close": bar.close,
-            }
-        else:
-            candle["high"] = max(candle["high"], bar.high)
-            candle["low"] = min(candle["low"], bar.low)
-            candle["close"] = bar.close
-    out = {}
-    for symbol, candles in per_symbol.items():
-        rows = [candles[t] for t in sorted(candles)]
-        if drop_oldest and len(rows) > 1:
-            rows = rows[1:]
-        if since is not None:
-            rows = [c for c in rows if c["time"] >= since]
-        out[symbol] = rows[-MAX_CANDLES:]
-    return out
-
-
 # --- chart.json ----------------------------------------------------------------------------
 
 
@@ -478,7 +289,7 @@ def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
     for symbol in symbols:
         rows = candles.get(symbol) or []
         if since is not None:
-            windows[symbol] = since - MAX_CANDLES * interval
+            windows[symbol] = since - session_market.MAX_CANDLES * interval
         elif rows:
             windows[symbol] = rows[0]["time"]
     return JsonResponse(

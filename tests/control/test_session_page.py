@@ -18,7 +18,7 @@ from django.urls import reverse
 
 from agents.runtime import keys
 from agents.states import Desired, Status
-from control import presenters, session_pages
+from control import presenters, session_market, session_pages
 from sessions import broker
 from sessions.metrics import session_metrics
 from sessions.models import Fill, TradingSession
@@ -371,8 +371,8 @@ def test_chart_json_keeps_the_newest_candles_read_in_chunks(
 ):
     """Reading newest first in chunks stops once there are enough candles; the oldest,
     perhaps partial, candle is left out, the others are exactly those of all the bars."""
-    monkeypatch.setattr(session_pages, "MAX_CANDLES", 3)
-    monkeypatch.setattr(session_pages, "READ_CHUNK", 7)
+    monkeypatch.setattr(session_market, "MAX_CANDLES", 3)
+    monkeypatch.setattr(session_market, "READ_CHUNK", 7)
     prices = [100 + (i * 7) % 13 for i in range(61)]
     for i, price in enumerate(prices):  # a bar a second for a minute
         xadd(redis_client, "feed", bar(i, price, price + 2, price - 1, price + 1))
