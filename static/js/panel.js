@@ -82,12 +82,41 @@
       drawEdges();
     }
   });
-  document.addEventListener("drop", function (e) {
-    if (!dragged) return;
-    var column = dragged.parentElement;
-    e.preventDefault();
+  function saveOrder(column) {
     var ids = Array.prototype.map.call(column.querySelectorAll(".agent-card"), function (c) { return c.dataset.agent; });
     htmx.ajax("POST", "/ui/agents/order", { values: { order: ids.join(",") }, swap: "none" });
+  }
+  document.addEventListener("drop", function (e) {
+    if (!dragged) return;
+    e.preventDefault();
+    saveOrder(dragged.parentElement);
+  });
+
+  // --- the same without a mouse: each card's Move up / Move down buttons -----------------
+  function announce(text) {
+    var region = document.getElementById("move-status");
+    if (region) region.textContent = text;
+  }
+  document.addEventListener("click", function (e) {
+    var button = e.target.closest && e.target.closest("[data-move]");
+    if (!button) return;
+    var card = button.closest(".agent-card");
+    var column = card && card.parentElement;
+    if (!column) return;
+    var cards = Array.prototype.slice.call(column.querySelectorAll(".agent-card"));
+    var at = cards.indexOf(card);
+    var to = button.dataset.move === "up" ? at - 1 : at + 1;
+    var name = card.getAttribute("aria-label") || "The card";
+    if (to < 0 || to >= cards.length) {
+      announce(name + " is already " + (to < 0 ? "first" : "last") + " in its column.");
+      return;
+    }
+    column.insertBefore(card, button.dataset.move === "up" ? cards[to] : cards[to].nextSibling);
+    // Moving a node drops its focus: give it back, so the key can be pressed again.
+    button.focus();
+    announce(name + " moved to place " + (to + 1) + " of " + cards.length + ".");
+    drawEdges();
+    saveOrder(column);
   });
 
   // --- the activity feed: newest at the bottom, follows unless the user scrolled up ------
