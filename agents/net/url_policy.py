@@ -80,8 +80,6 @@ def parse(text: str, allowed: frozenset[tuple[str, int | None]] | None = None) -
         raise UrlRefused("a URL is required")
     if len(text) > MAX_URL_CHARS:
         raise UrlRefused(f"a URL is at most {MAX_URL_CHARS} characters")
-    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in '\\<>"' for c in text):
-        raise UrlRefused("a URL has no spaces, control characters, backslashes, quotes or angle brackets")
     try:
         parts = urllib.parse.urlsplit(text)
     except ValueError:  # e.g. an unclosed "[" in the host
@@ -89,6 +87,8 @@ def parse(text: str, allowed: frozenset[tuple[str, int | None]] | None = None) -
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise UrlRefused("only http:// and https:// URLs are allowed (no local files or other schemes)")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c in '\\<>"' for c in text):
+        raise UrlRefused("a URL has no spaces, control characters, backslashes, quotes or angle brackets")
     if "@" in parts.netloc:
         raise UrlRefused("a URL may not carry a user name or password (they would show in logs)")
     if not parts.hostname:
