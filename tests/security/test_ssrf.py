@@ -7,6 +7,7 @@ is patched), and every socket connect is recorded; only the test's own servers o
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import threading
@@ -547,3 +548,63 @@ def test_the_rule_is_applied_again_at_fetch_time(server: Any, guard: Guard, sett
     settings.FETCH_ALLOWED_HOSTS = ["127.0.0.1"]
     kind = Sentiment(Context(), config)
     assert kind.step().counters["feed_errors"] == 0 and len(guard.connects) == 1
+
+
+# --- the API and the admin refuse it before a worker sees it ---
+
+HOSTILE_CONFIGS = [
+    "file:///etc/shadow",
+    "/etc/passwd",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://127.0.0.1:6379/",
+    "http://0x7f.1/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://localhost./",
+    "http://user:hunter2@example.com/rss",
+]
+
+
+@pytest.fixture
+def news_agent(make_agent) -> Any:
+    return make_agent("news", kind="sentiment", role="specialized_sentiment", config={"tick_seconds": 1.0})
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", HOSTILE_CONFIGS)
+def test_the_api_refuses_a_hostile_feed_url_with_the_field_and_the_reason(
+    client: Any, operator: Any, news_agent: Any, guard: Guard, url: str
+) -> None:
+    from control.models import ApiToken
+
+    bearer = {"HTTP_AUTHORIZATION": f"Bearer {ApiToken.issue(operator)[1]}"}
+    config = {"sources": ["rss"], "feeds": [{"url": url}]}
+    response = client.post("/api/agents/news/config", config, content_type="application/json", **bearer)
+    assert response.status_code == 422, response.content[:300]
+    assert "feeds.0.url" in response.json()["detail"] and b"hunter2" not in response.content
+    news_agent.refresh_from_db()
+    assert "feeds" not in news_agent.config
+    assert guard.connects == [] and guard.lookups == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", HOSTILE_CONFIGS[:4])
+def test_the_admin_refuses_a_hostile_feed_url(
+    client: Any, admin_user: Any, news_agent: Any, url: str
+) -> None:
+    client.force_login(admin_user)
+    form = {
+        "agent_id": "news",
+        "name": "News",
+        "kind": "sentiment",
+        "role": "specialized_sentiment",
+        "enabled": "on",
+        "symbols": '["BTC-USD"]',
+        "config": json.dumps({"sources": ["rss"], "feeds": [{"url": url}]}),
+        "position_x": "",
+        "position_y": "",
+    }
+    response = client.post("/admin/agents/agent/news/change/", form)
+    assert response.status_code == 200  # the form again, with the reason
+    assert "feeds.0.url" in response.content.decode()
+    news_agent.refresh_from_db()
+    assert "feeds" not in news_agent.config
