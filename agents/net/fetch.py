@@ -27,6 +27,7 @@ from typing import Any
 import certifi
 import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.util.ssl_match_hostname import CertificateError
 
 from agents.net.url_policy import IPAddress, Target, UrlRefused, is_public, parse
 
@@ -198,7 +199,7 @@ def _get(
         candidate = _connection(target, address, remaining)
         try:
             candidate.connect()
-        except (OSError, urllib3.exceptions.HTTPError) as exc:
+        except (OSError, urllib3.exceptions.HTTPError, CertificateError) as exc:
             candidate.close()
             if _is_tls_failure(exc):
                 raise FetchError("the server's TLS certificate could not be verified") from None
@@ -269,7 +270,7 @@ def _get(
 def _is_tls_failure(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, ssl.SSLError | urllib3.exceptions.SSLError):
+        if isinstance(seen, ssl.SSLError | urllib3.exceptions.SSLError | CertificateError):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

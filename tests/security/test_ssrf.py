@@ -608,3 +608,100 @@ def test_the_admin_refuses_a_hostile_feed_url(
     assert "feeds.0.url" in response.content.decode()
     news_agent.refresh_from_db()
     assert "feeds" not in news_agent.config
+
+
+# --- HTTPS: connected to the checked address, the certificate checked against the name ---
+
+
+def make_certificates(folder: Path, name: str) -> tuple[Path, Path, Path]:
+    """A test CA, and a certificate for `name` signed by it: (ca.pem, cert.pem, key.pem)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, key: Any, issuer: str, signer: Any, ca: bool) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+            ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+            )
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    paths = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
+    paths[0].write_bytes(
+        build("Test CA", ca_key, "Test CA", ca_key, True).public_bytes(serialization.Encoding.PEM)
+    )
+    paths[1].write_bytes(build(name, key, "Test CA", ca_key, False).public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return paths
+
+
+@pytest.fixture
+def tls_server(guard: Guard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 with a certificate for feeds.example.com, trusted by the fetcher."""
+    import ssl
+
+    ca, cert, key = make_certificates(tmp_path, "feeds.example.com")
+    monkeypatch.setattr(fetch_module.certifi, "where", lambda: str(ca))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body(f"host={self.headers['Host']}".encode())(self)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    guard.local_ports.add(httpd.server_address[1])
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_name(
+    tls_server: int, guard: Guard, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(DNS, "feeds.example.com", ["127.0.0.1"])
+    monkeypatch.setitem(DNS, "other.example.com", ["127.0.0.1"])
+    settings.FETCH_ALLOWED_HOSTS = ["feeds.example.com", "other.example.com"]
+    response = fetch(f"https://feeds.example.com:{tls_server}/rss")
+    assert response.body == f"host=feeds.example.com:{tls_server}".encode()
+    assert guard.connects == [("127.0.0.1", tls_server)]
+    # The same address under a name its certificate does not carry: refused by TLS.
+    with pytest.raises(fetch_module.FetchError, match="TLS certificate could not be verified"):
+        fetch(f"https://other.example.com:{tls_server}/rss")
