@@ -147,7 +147,9 @@ def _before(deadline: float, work: Callable[[], Any]) -> Any:
 class _Watched:
     """Mixin: remembers the raw socket, so the deadline can cut any wait on it short."""
 
-    sockets: list[socket.socket]
+    def __init__(self, *args: Any, sockets: list[socket.socket], **kwargs: Any) -> None:
+        self.sockets = sockets  # shared with the deadline's timer
+        super().__init__(*args, **kwargs)
 
     def _new_conn(self) -> socket.socket:
         sock = super()._new_conn()  # type: ignore[misc]
@@ -163,22 +165,22 @@ class _HTTPS(_Watched, HTTPSConnection):
     pass
 
 
-def _connection(target: Target, address: IPAddress, per_wait: float) -> HTTPConnection:
+def _connection(
+    target: Target, address: IPAddress, per_wait: float, sockets: list[socket.socket]
+) -> _HTTP | _HTTPS:
     """A connection to `address` (already checked) that speaks to the host by its name."""
     if target.scheme == "https":
-        conn: HTTPConnection = _HTTPS(
+        return _HTTPS(
             str(address),
             target.port,
             timeout=per_wait,
+            sockets=sockets,
             server_hostname=target.host,
             assert_hostname=target.host,
             cert_reqs="CERT_REQUIRED",
             ca_certs=certifi.where(),
         )
-    else:
-        conn = _HTTP(str(address), target.port, timeout=per_wait)
-    conn.sockets = []  # type: ignore[attr-defined]
-    return conn
+    return _HTTP(str(address), target.port, timeout=per_wait, sockets=sockets)
 
 
 def _get(
@@ -191,31 +193,14 @@ def _get(
 ) -> tuple[Response, str | None]:
     """One GET of `target` at the first address that connects; (response, redirect location)."""
     too_slow = FetchTimeout(f"took longer than {timeout:g} s")
-    conn = None
-    for address in addresses:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise too_slow
-        candidate = _connection(target, address, remaining)
-        try:
-            candidate.connect()
-        except (OSError, urllib3.exceptions.HTTPError, CertificateError) as exc:
-            candidate.close()
-            if _is_tls_failure(exc):
-                raise FetchError("the server's TLS certificate could not be verified") from None
-            continue
-        conn = candidate
-        break
-    if conn is None:
-        if time.monotonic() >= deadline:
-            raise too_slow
-        raise FetchError("could not connect to the server")
-
+    # At the deadline every socket of this hop is shut down, which ends any wait on it
+    # (TLS handshake, headers, a body trickling in) at once: the limit is on the total.
+    sockets: list[socket.socket] = []
     expired = threading.Event()
 
     def cut() -> None:
         expired.set()
-        for sock in conn.sockets:  # type: ignore[attr-defined]
+        for sock in list(sockets):
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -224,6 +209,52 @@ def _get(
     timer = threading.Timer(max(0.0, deadline - time.monotonic()), cut)
     timer.daemon = True
     timer.start()
+    try:
+        conn = _connect(target, addresses, sockets, deadline, expired)
+        if conn is None:
+            raise (
+                too_slow
+                if expired.is_set() or time.monotonic() >= deadline
+                else FetchError("could not connect to the server")
+            )
+        return _exchange(conn, target, headers, max_bytes, expired, too_slow)
+    finally:
+        timer.cancel()
+
+
+def _connect(
+    target: Target,
+    addresses: list[IPAddress],
+    sockets: list[socket.socket],
+    deadline: float,
+    expired: threading.Event,
+) -> _HTTP | _HTTPS | None:
+    """A connection to the first of `addresses` that accepts one, or None."""
+    for address in addresses:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        candidate = _connection(target, address, remaining, sockets)
+        try:
+            candidate.connect()
+        except (OSError, urllib3.exceptions.HTTPError, CertificateError) as exc:
+            candidate.close()
+            if _is_tls_failure(exc) and not expired.is_set():
+                raise FetchError("the server's TLS certificate could not be verified") from None
+            continue
+        return candidate
+    return None
+
+
+def _exchange(
+    conn: _HTTP | _HTTPS,
+    target: Target,
+    headers: dict[str, str],
+    max_bytes: int,
+    expired: threading.Event,
+    too_slow: FetchTimeout,
+) -> tuple[Response, str | None]:
+    """Send the GET on `conn` and read the answer within the limits; closes `conn`."""
     try:
         conn.request(
             "GET",
@@ -257,13 +288,12 @@ def _get(
     except FetchError:
         raise
     except (OSError, urllib3.exceptions.HTTPError) as exc:
-        if expired.is_set() or time.monotonic() >= deadline:
+        if expired.is_set():
             raise too_slow from None
         if _is_tls_failure(exc):
             raise FetchError("the server's TLS certificate could not be verified") from None
         raise FetchError("the connection failed before the whole answer arrived") from None
     finally:
-        timer.cancel()
         conn.close()
 
 

@@ -119,9 +119,10 @@ def _host(netloc: str, hostname: str) -> tuple[str, IPAddress | None]:
         if "%" in hostname:
             raise UrlRefused("an IPv6 address with a zone (%...) is not allowed")
         try:
-            return hostname, ipaddress.IPv6Address(hostname)
+            address = ipaddress.IPv6Address(hostname)
         except ValueError:
             raise UrlRefused("the host is not a valid IPv6 address") from None
+        return str(address), address  # one spelling: [0::1] is [::1]
     host = hostname
     if not host.isascii():
         try:

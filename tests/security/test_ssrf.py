@@ -705,3 +705,25 @@ def test_https_connects_to_the_checked_address_and_verifies_the_name(
     # The same address under a name its certificate does not carry: refused by TLS.
     with pytest.raises(fetch_module.FetchError, match="TLS certificate could not be verified"):
         fetch(f"https://other.example.com:{tls_server}/rss")
+
+
+def test_a_server_that_never_finishes_the_tls_handshake_is_cut_at_the_time_limit(
+    guard: Guard, settings: Any
+) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    guard.local_ports.add(port)
+    settings.FETCH_ALLOWED_HOSTS = [f"127.0.0.1:{port}"]
+    try:
+        started = time.monotonic()
+        with pytest.raises(FetchTimeout):
+            fetch(f"https://127.0.0.1:{port}/", timeout=0.5)  # accepted by the backlog, never answered
+        assert time.monotonic() - started < 2
+    finally:
+        listener.close()
+
+
+def test_an_ipv6_allowed_host_matches_however_the_address_is_written(settings: Any) -> None:
+    settings.FETCH_ALLOWED_HOSTS = ["[::1]:8080"]
+    assert check_url("http://[0:0:0:0:0:0:0:1]:8080/rss")
+    assert "not a public address" in feed_refusal("http://[::1]:8081/rss")
