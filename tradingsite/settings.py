@@ -98,6 +98,11 @@ LOGIN_THROTTLE_WINDOW_SECONDS = env.int("LOGIN_THROTTLE_WINDOW_SECONDS", default
 # ...and after this many unknown bearer tokens from one address, the API answers 429.
 TOKEN_THROTTLE_FAILURES = env.int("TOKEN_THROTTLE_FAILURES", default=20)
 
+# --- URLs an operator gives (feeds; later exchanges, webhooks) ----------------
+# Workers fetch only public http(s) hosts (agents/net/url_policy.py); hosts listed here,
+# comma-separated `host` or `host:port`, may also be private or loopback addresses.
+FETCH_ALLOWED_HOSTS = env.list("FETCH_ALLOWED_HOSTS", default=[])
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "login"

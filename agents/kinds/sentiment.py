@@ -15,9 +15,6 @@ import calendar
 import html
 import re
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +27,8 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, must_be_below
 from agents.kinds.feeds import FeedConfig, FeedState, describe, fetch, normalize_symbol
+from agents.net.fetch import FetchError
+from agents.net.url_policy import display_url
 
 # VADER's stock lexicon is tuned to social media and misses market verbs ("surges"
 # scores 0, "rally" is unknown); these valences, on VADER's -4..+4 scale, make price
@@ -306,34 +305,32 @@ class Sentiment(AgentKind):
         return patterns
 
     def _poll_feeds(self) -> tuple[list[_Headline], int]:
-        """Poll the due feeds: every local one, and at most one over the network per step
-        (the others stay due for the next steps), so a step stays short."""
-        headlines: list[_Headline] = []
+        """Poll at most one due feed per step (the others stay due for the next steps), so
+        a step holds at most one download."""
+        now = self.clock()
+        feed = next((f for f in self._feeds if now >= f.due), None)
+        if feed is None:
+            return [], 0
+        feed.due = now + self.config.feed_poll_seconds
+        # The log is readable by viewers: the URL without any password, and the fetcher's
+        # own sentences, which never tell whether a refused internal address exists.
+        shown = display_url(feed.config.url)
+        try:
+            entries = fetch(feed)
+        except FetchError as exc:
+            self.ctx.log.warning("feed %s failed: %s", shown, exc)
+            return [], 1
+        except Exception as exc:  # a bad feed (any way it is bad) must never stop the agent
+            self.ctx.log.warning("feed %s failed: %s", shown, describe(exc))
+            return [], 1
+        if entries is None:
+            return [], 0  # not modified since the last poll
+        parsed_entries, bozo = entries
         errors = 0
-        downloaded = False
-        for feed in self._feeds:
-            now = self.clock()
-            if now < feed.due:
-                continue
-            remote = urllib.parse.urlsplit(feed.config.url).scheme.lower() in ("http", "https")
-            if remote and downloaded:
-                continue
-            downloaded = downloaded or remote
-            feed.due = now + self.config.feed_poll_seconds
-            try:
-                entries = fetch(feed)
-            except Exception as exc:  # a bad feed (any way it is bad) must never stop the agent
-                self.ctx.log.warning("feed %s failed: %s", feed.config.url, describe(exc))
-                errors += 1
-                continue
-            if entries is None:
-                continue  # not modified since the last poll
-            parsed_entries, bozo = entries
-            if bozo is not None:
-                self.ctx.log.warning("feed %s is malformed: %s", feed.config.url, bozo)
-                errors += 1
-            headlines += self._from_entries(feed.config, parsed_entries)
-        return headlines, errors
+        if bozo is not None:
+            self.ctx.log.warning("feed %s is malformed: %s", shown, bozo)
+            errors = 1
+        return self._from_entries(feed.config, parsed_entries), errors
 
     def _from_entries(self, feed: FeedConfig, entries: list[Any]) -> list[_Headline]:
         """New entries as headlines, oldest first, each for the symbols it concerns."""

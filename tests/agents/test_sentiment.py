@@ -1,12 +1,15 @@
 """Unit tests of the sentiment kind: no Redis, no database, no internet.
 
-Feeds are files the tests write (or, for the http path, a server on localhost), and the
-news comes from a fake StepContext's inbox.
+Feeds are files the tests write, served by an HTTP server on 127.0.0.1 (allowed through
+FETCH_ALLOWED_HOSTS, as an operator would allow a private feed host), and the news comes
+from a fake StepContext's inbox.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -249,9 +252,9 @@ def test_nothing_new_publishes_nothing() -> None:
     assert result.summary == "no new headlines"
 
 
-def test_news_is_read_but_ignored_when_simulated_news_is_not_a_source(tmp_path: Path) -> None:
-    feed = write(tmp_path, "empty.xml", RSS.replace("ITEMS", ""))
-    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": str(feed)}]})
+def test_news_is_read_but_ignored_when_simulated_news_is_not_a_source(served: Feeds) -> None:
+    feed = served.put("empty.xml", RSS.replace("ITEMS", ""))
+    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": feed}]})
     ctx.give(news("Bitcoin surges"))
     assert kind.step().counters == {"headlines": 0, "feed_errors": 0}
     assert ctx.reads == 1 and ctx.inbox == [] and ctx.published == []
@@ -305,10 +308,42 @@ def rss_item(guid: str, title: str, date: str) -> str:
     return f"<item><guid>{guid}</guid><title>{title}</title><pubDate>{date}</pubDate></item>"
 
 
-def write(folder: Path, name: str, text: str) -> Path:
-    path = folder / name
-    path.write_text(text, encoding="utf-8")
-    return path
+class Feeds:
+    """Feed files in a folder served over HTTP; put() returns the URL of one."""
+
+    def __init__(self, folder: Path, base: str) -> None:
+        self.folder, self.base = folder, base
+        # Each write a second later than the last: the server's Last-Modified has whole
+        # seconds, and a rewrite in the same second would be "not modified".
+        self._mtimes = itertools.count(1_700_000_000)
+
+    def put(self, name: str, text: str) -> str:
+        path = self.folder / name
+        path.write_text(text, encoding="utf-8")
+        mtime = next(self._mtimes)
+        os.utime(path, (mtime, mtime))
+        return f"{self.base}/{name}"
+
+
+@pytest.fixture
+def served(tmp_path: Path, settings: Any) -> Iterator[Feeds]:
+    """A plain HTTP server on 127.0.0.1 serving `tmp_path` (honours If-Modified-Since),
+    its host allowed by FETCH_ALLOWED_HOSTS."""
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    settings.FETCH_ALLOWED_HOSTS = ["127.0.0.1"]
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Feeds(tmp_path, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def atom_feed(*entries: str) -> str:
@@ -328,9 +363,9 @@ def by_symbol(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {m["symbol"]: m for m in messages}
 
 
-def test_an_atom_feed_maps_entries_to_symbols_by_keywords_oldest_first(tmp_path: Path) -> None:
-    feed = write(tmp_path, "desk.atom", atom_feed(*DESK))
-    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": str(feed)}]})
+def test_an_atom_feed_maps_entries_to_symbols_by_keywords_oldest_first(served: Feeds) -> None:
+    feed = served.put("desk.atom", atom_feed(*DESK))
+    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": feed}]})
     result = kind.step()
     # The bank headline concerns neither symbol; the rally concerns both.
     assert result.counters == {"headlines": 4, "feed_errors": 0} and result.published == 2
@@ -343,9 +378,8 @@ def test_an_atom_feed_maps_entries_to_symbols_by_keywords_oldest_first(tmp_path:
     assert msgs["BTC-USD"]["trend"] == msgs["ETH-USD"]["trend"] == "rising"
 
 
-def test_keywords_match_whole_words_only_and_can_be_configured(tmp_path: Path) -> None:
-    feed = write(
-        tmp_path,
+def test_keywords_match_whole_words_only_and_can_be_configured(served: Feeds) -> None:
+    feed = served.put(
         "desk.atom",
         atom_feed(
             atom_entry("a", "Whether the rally lasts, nobody knows", "2024-05-01T12:00:00Z"),
@@ -354,7 +388,7 @@ def test_keywords_match_whole_words_only_and_can_be_configured(tmp_path: Path) -
             atom_entry("d", "SOL rallies", "2024-05-01T12:03:00Z"),
         ),
     )
-    config = {"sources": ["rss"], "feeds": [{"url": str(feed)}], "keywords": {"btc-usd": ["Satoshi coins"]}}
+    config = {"sources": ["rss"], "feeds": [{"url": feed}], "keywords": {"btc-usd": ["Satoshi coins"]}}
     kind, ctx, _ = make(config, symbols=["BTC-USD", "ETH-USD", "SOL-USD"])
     kind.step()
     # "whether" is not "ether"; ETH-USD has no keywords once they are configured, so it
@@ -365,13 +399,13 @@ def test_keywords_match_whole_words_only_and_can_be_configured(tmp_path: Path) -
     }
 
 
-def test_an_rss_feed_with_fixed_symbols_gives_every_item_to_them(tmp_path: Path) -> None:
+def test_an_rss_feed_with_fixed_symbols_gives_every_item_to_them(served: Feeds) -> None:
     items = [
         rss_item("g2", "Fees hit a record low", "Wed, 01 May 2024 12:10:00 GMT"),
         rss_item("g1", "Staking demand soars", "Wed, 01 May 2024 12:00:00 GMT"),
     ]
-    feed = write(tmp_path, "wire.xml", RSS.replace("ITEMS", "\n".join(items)))
-    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": f"file://{feed}", "symbols": ["eth-usd"]}]})
+    feed = served.put("wire.xml", RSS.replace("ITEMS", "\n".join(items)))
+    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": feed, "symbols": ["eth-usd"]}]})
     result = kind.step()
     assert result.counters["headlines"] == 2
     (msg,) = ctx.published
@@ -379,24 +413,24 @@ def test_an_rss_feed_with_fixed_symbols_gives_every_item_to_them(tmp_path: Path)
     assert msg["headline_ts"] == "2024-05-01T12:10:00+00:00" and msg["source"] == "rss"
 
 
-def test_the_summary_is_scored_with_the_title_but_only_the_title_is_shown(tmp_path: Path) -> None:
+def test_the_summary_is_scored_with_the_title_but_only_the_title_is_shown(served: Feeds) -> None:
     entry = atom_entry(
         "x", "Bitcoin update", "2024-05-01T12:00:00Z", summary="&lt;p&gt;Prices &lt;b&gt;surge&lt;/b&gt;"
     )
-    feed = write(tmp_path, "desk.atom", atom_feed(entry))
-    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": str(feed)}]})
+    feed = served.put("desk.atom", atom_feed(entry))
+    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": feed}]})
     kind.step()
     (msg,) = ctx.published
     assert msg["headline"] == "Bitcoin update" and msg["score"] == kind.score("Bitcoin update. Prices surge")
     assert msg["score"] > 0
 
 
-def test_feeds_are_polled_every_feed_poll_seconds_and_entries_are_not_scored_twice(tmp_path: Path) -> None:
-    feed = write(tmp_path, "desk.atom", atom_feed(*DESK[2:]))
-    kind, ctx, clock = make({"sources": ["rss"], "feeds": [{"url": str(feed)}], "feed_poll_seconds": 60})
+def test_feeds_are_polled_every_feed_poll_seconds_and_entries_are_not_scored_twice(served: Feeds) -> None:
+    feed = served.put("desk.atom", atom_feed(*DESK[2:]))
+    kind, ctx, clock = make({"sources": ["rss"], "feeds": [{"url": feed}], "feed_poll_seconds": 60})
     assert kind.step().counters["headlines"] == 2
 
-    write(tmp_path, "desk.atom", atom_feed(*DESK))  # two new entries at the top
+    served.put("desk.atom", atom_feed(*DESK))  # two new entries at the top
     clock.now += 59
     assert kind.step().counters["headlines"] == 0  # not due yet
     clock.now += 1
@@ -417,54 +451,35 @@ def test_the_dedupe_memory_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_broken_or_missing_feed_is_counted_and_logged_without_stopping_the_others(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    served: Feeds, caplog: pytest.LogCaptureFixture
 ) -> None:
-    broken = write(tmp_path, "broken.xml", "<rss><channel><item><title>Bitcoin surges</ti")
-    garbage = write(tmp_path, "garbage.xml", "this is not a feed at all")
-    good = write(tmp_path, "desk.atom", atom_feed(DESK[0]))
-    feeds = [{"url": str(p)} for p in (broken, tmp_path / "missing.xml", garbage, good)]
+    broken = served.put("broken.xml", "<rss><channel><item><title>Bitcoin surges</ti")
+    garbage = served.put("garbage.xml", "this is not a feed at all")
+    good = served.put("desk.atom", atom_feed(DESK[0]))
+    feeds = [{"url": url} for url in (broken, f"{served.base}/missing.xml", garbage, good)]
     kind, ctx, _ = make({"sources": ["rss", "simulated_news"], "feeds": feeds})
     with caplog.at_level(logging.WARNING, logger="tests.sentiment"):
-        result = kind.step()
-    assert result.counters["feed_errors"] == 3
+        results = [kind.step() for _ in feeds]  # one download per step
+    assert [r.counters["feed_errors"] for r in results] == [1, 1, 1, 0]
     assert {m["headline"] for m in ctx.published} == {"Bitcoin and Ether rally together"}
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 3 and any("missing.xml" in w for w in warnings)
+    assert len(warnings) == 3 and any("missing.xml" in w and "HTTP 404" in w for w in warnings)
 
 
-def test_a_feed_that_is_all_errors_still_completes_the_step(tmp_path: Path) -> None:
-    broken = write(tmp_path, "broken.xml", "<feed xmlns='http://www.w3.org/2005/Atom'><entry>")
-    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": str(broken)}]})
+def test_a_feed_that_is_all_errors_still_completes_the_step(served: Feeds) -> None:
+    broken = served.put("broken.xml", "<feed xmlns='http://www.w3.org/2005/Atom'><entry>")
+    kind, ctx, _ = make({"sources": ["rss"], "feeds": [{"url": broken}]})
     result = kind.step()
     assert result.counters == {"headlines": 0, "feed_errors": 1} and not result.did_work
     assert result.summary == "feed errors" and ctx.published == []
 
 
-@pytest.fixture
-def feed_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """A plain HTTP server on localhost serving `tmp_path` (honours If-Modified-Since)."""
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Quiet, directory=str(tmp_path)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", tmp_path
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_http_feeds_are_downloaded_one_per_step_and_not_refetched_when_unchanged(
-    feed_server: tuple[str, Path],
-) -> None:
-    base, folder = feed_server
-    write(folder, "a.atom", atom_feed(DESK[3]))
-    write(folder, "b.atom", atom_feed(DESK[2]))
-    feeds = [{"url": f"{base}/a.atom"}, {"url": f"{base}/b.atom"}, {"url": f"{base}/none.atom"}]
+def test_http_feeds_are_downloaded_one_per_step_and_not_refetched_when_unchanged(served: Feeds) -> None:
+    feeds = [
+        {"url": served.put("a.atom", atom_feed(DESK[3]))},
+        {"url": served.put("b.atom", atom_feed(DESK[2]))},
+        {"url": f"{served.base}/none.atom"},
+    ]
     kind, ctx, clock = make({"sources": ["rss"], "feeds": feeds, "feed_poll_seconds": 30})
     assert kind.step().counters == {"headlines": 1, "feed_errors": 0}  # a.atom only
     assert kind.step().counters == {"headlines": 1, "feed_errors": 0}  # then b.atom
@@ -507,6 +522,9 @@ def test_a_bullish_threshold_not_above_the_bearish_one_is_refused(bullish: float
         ({"feeds": [{"url": "ftp://example.invalid/feed"}]}, "feeds.0.url"),
         ({"feeds": [{"url": "http:///feed"}]}, "feeds.0.url"),
         ({"feeds": [{"url": "<rss></rss>"}]}, "feeds.0.url"),
+        ({"feeds": [{"url": "file:///etc/passwd"}]}, "feeds.0.url"),
+        ({"feeds": [{"url": "/var/feeds/desk.xml"}]}, "feeds.0.url"),
+        ({"feeds": [{"url": "http://127.0.0.1:8000/feed"}]}, "feeds.0.url"),
         ({"feeds": [{"url": "x.xml", "tags": []}]}, "feeds.0.tags"),
         ({"keywords": {"BTC-USD": [" "]}}, "keywords"),
         ({"bullish_threshold": 2}, "bullish_threshold"),

@@ -5,16 +5,21 @@ trading), the panel and the API raise an alert, and a restart works.
 Both faults are real ones in real kinds, in a worker of the test's own:
 * raises: a CSV market feed replaying its file in a loop; the file is deleted, and the
   step that rewinds to the top fails to open it (FileNotFoundError);
-* hangs: a sentiment agent whose RSS feed is a named pipe with no writer, so the step's
-  open() never returns; the step watchdog (agents/runtime/watchdog.py) abandons it after
-  the agent's step_timeout_seconds.
+* hangs: a sentiment agent whose RSS feed is a server on 127.0.0.1 (allowed through
+  FETCH_ALLOWED_HOSTS) that does not answer, so the step waits for the download's own
+  time limit (5 s); the step watchdog (agents/runtime/watchdog.py) abandons it after the
+  agent's shorter step_timeout_seconds.
 """
 
 from __future__ import annotations
 
-import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import pytest
 from django.conf import settings
 
 from agents.models import Agent
@@ -31,6 +36,8 @@ FEED = (
     '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title>'
     "<item><guid>1</guid><title>Bitcoin surges to a record</title></item></channel></rss>"
 )
+
+EMPTY_FEED = '<?xml version="1.0"?><rss version="2.0"><channel><title>t</title></channel></rss>'
 
 
 def steps(agent_id: str) -> int:
@@ -67,12 +74,55 @@ def assert_alerted(client, reasons: dict[str, str]) -> None:
     assert status["status"] == "error" and status["agents"]["error"] == len(reasons), status
 
 
-def unblock(fifo: Path) -> None:
-    """Give a reader blocked in open() its writer, then EOF (nothing is waiting: no-op)."""
+class FeedServer:
+    """Serves FEED at /feed.xml; /hang.xml answers only once release() is called, and then
+    with no items, so the abandoned step returns without anything to publish."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+        released = self.released
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                feed = FEED.encode()
+                if self.path == "/hang.xml":
+                    released.wait(timeout=60)
+                    feed = EMPTY_FEED.encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(feed)))
+                self.end_headers()
+                self.wfile.write(feed)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def release(self) -> None:
+        self.released.set()
+
+    def close(self) -> None:
+        self.release()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def feed_server(monkeypatch, settings) -> Iterator[FeedServer]:
+    """A feed host on 127.0.0.1, allowed here and in the workers this test starts (they copy
+    os.environ), as an operator allows a private feed host."""
+    monkeypatch.setenv("FETCH_ALLOWED_HOSTS", "127.0.0.1")
+    settings.FETCH_ALLOWED_HOSTS = ["127.0.0.1"]
+    server = FeedServer()
     try:
-        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-    except OSError:  # ENXIO: no reader is waiting
-        pass
+        yield server
+    finally:
+        server.close()
 
 
 def stop_and_check_the_ledger(market: Market) -> None:
@@ -92,7 +142,7 @@ def stop_and_check_the_ledger(market: Market) -> None:
 
 
 def test_a_step_that_raises_or_hangs_puts_its_agent_in_error_while_the_rest_trades_on(
-    spawn_worker, market, directives, make_agent, operator_client, tmp_path
+    feed_server, spawn_worker, market, directives, make_agent, operator_client
 ):
     worker = spawn_worker()
     csv = Path(settings.MARKET_DATA_DIR) / "sf_replay.csv"
@@ -102,11 +152,9 @@ def test_a_step_that_raises_or_hangs_puts_its_agent_in_error_while_the_rest_trad
         "sf_csv",
         config={"source": "csv", "csv_path": csv.name, "loop_at_end": True, "tick_seconds": 0.2},
     )
-    fifo = tmp_path / "never-written.xml"
-    os.mkfifo(fifo)
     news_config = {
         "sources": ["rss"],
-        "feeds": [{"url": str(fifo), "symbols": ["BTC-USD"]}],
+        "feeds": [{"url": f"{feed_server.base}/hang.xml", "symbols": ["BTC-USD"]}],
         "tick_seconds": 0.5,
         "step_timeout_seconds": 1.0,
     }
@@ -138,10 +186,9 @@ def test_a_step_that_raises_or_hangs_puts_its_agent_in_error_while_the_rest_trad
 
             # The causes are fixed: start works from error.
             csv.write_text(ONE_BAR)
-            feed = tmp_path / "feed.xml"
-            feed.write_text(FEED)
             services.update_agent_config(
-                "sf_news", {**news_config, "feeds": [{"url": str(feed), "symbols": ["BTC-USD"]}]}
+                "sf_news",
+                {**news_config, "feeds": [{"url": f"{feed_server.base}/feed.xml", "symbols": ["BTC-USD"]}]},
             )
             restarted_at = {a: steps(a) for a in ("sf_csv", "sf_news")}
             services.start_agent("sf_csv")
@@ -156,8 +203,8 @@ def test_a_step_that_raises_or_hangs_puts_its_agent_in_error_while_the_rest_trad
             restarted = agent_row("sf_news")
             assert restarted.run_id != hung.run_id
 
-            # The hung read returns at last: the abandoned loop ends without writing.
-            unblock(fifo)
+            # The hung download returns at last: the abandoned loop ends without writing.
+            feed_server.release()
             log = Path(settings.LOG_DIR) / "sf_news.log"
             wait_for(
                 lambda: "step returned after the watchdog abandoned it" in log.read_text(errors="replace"),
@@ -167,5 +214,5 @@ def test_a_step_that_raises_or_hangs_puts_its_agent_in_error_while_the_rest_trad
             assert (after.status, after.run_id, after.error_message) == (Status.RUNNING, restarted.run_id, "")
         stop_and_check_the_ledger(market)
     finally:
-        unblock(fifo)
+        feed_server.release()
     assert worker.proc.poll() is None
