@@ -447,8 +447,8 @@ def _bars_after(redis_client: Any, agent_id: str, after: str = "-") -> list[tupl
 
 def test_a_loop_restart_resumes_every_symbol_from_its_last_close(
     make_agent: Any,
-    run_loop: Any,
-    redis_client: Any,  # noqa: F811 (the imported fixture)
+    run_loop: Any,  # noqa: F811 (the imported fixture)
+    redis_client: Any,
 ) -> None:
     symbols = ["BTC-USD", "ETH-USD", "SOL-USD"]
     agent = make_agent(
