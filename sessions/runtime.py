@@ -362,9 +362,13 @@ def size_order(
     diff = money.mul(equity, target) - current
     least = max(MIN_TRADE_VALUE, money.mul(equity, MIN_TRADE_FRACTION))
     if diff > least:
-        cost = Decimal(1) + (risk.fee_bps + risk.slippage_bps) / Decimal(10_000) + CASH_BUFFER
-        spend = min(diff, money.div(cash, cost))
-        quantity = money.quantize_qty(money.div(spend, price))
+        # As much of the move as the cash pays for by the broker's own fill model (fee and
+        # slippage, size-scaled or not), even if the price rises by CASH_BUFFER before the
+        # fill; and no more than the ledger can hold.
+        wanted = money.quantize_qty(money.div(diff, price))
+        room = min(wanted, money.MAX_QTY - held)
+        buffered = money.mul(price, Decimal(1) + CASH_BUFFER)
+        quantity = broker.buy_quantity(risk, buffered, cash, limit=room)
         if money.mul(quantity, price) < least:
             return None, money.ZERO
         return Side.BUY, quantity
