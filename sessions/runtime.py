@@ -214,11 +214,16 @@ class SessionLoop(Loop):
             row.max_orders_per_minute
             - Order.objects.filter(session_id=self.session_id, created_at__gte=since).count()
         )
-        positions = dict(
-            Position.objects.filter(session_id=self.session_id).values_list("symbol", "quantity")
+        held = list(
+            Position.objects.filter(session_id=self.session_id).values_list(
+                "symbol", "quantity", "last_mark", "avg_cost"
+            )
         )
+        positions = {symbol: quantity for symbol, quantity, _mark, _cost in held}
+        # A held symbol without a bar since this loop started (a restart) is worth its last
+        # mark, as the ledger values it (broker.mark_to_market), not nothing.
         equity = row.cash + sum(
-            (money.mul(qty, self.prices.get(sym, Decimal(0))) for sym, qty in positions.items()),
+            (money.mul(qty, self.prices.get(sym) or mark or cost) for sym, qty, mark, cost in held),
             money.ZERO,
         )
         placed = 0
