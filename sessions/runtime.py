@@ -22,6 +22,7 @@ starts are sent again; the broker's idempotent fill makes a second delivery harm
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,8 @@ FLATTEN_WAIT_SECONDS = 3.0
 # an order that was only slow harmless.
 RESEND_AFTER_SECONDS = 10.0
 ORDERS_MAXLEN = 100_000
+# "buy: ...", "sell: ..." or "hold: ...": how a directive's reason starts.
+ACTION_PREFIX = re.compile(r"^\s*(buy|sell|hold)\s*:", re.IGNORECASE)
 
 
 def session_event(session_id: str, message: str, level: int = logging.INFO) -> None:
@@ -256,7 +259,8 @@ class SessionLoop(Loop):
             self._rate_limited_logged = False
             session_event(
                 self.session_id,
-                f"order {side} {money.as_str(quantity)} {symbol} at about {price} ({directive.reason})",
+                f"order {side} {money.as_str(quantity)} {symbol} at about {price}: "
+                f"{order_reason(side, directive, row)}",
             )
         return placed
 
@@ -359,10 +363,9 @@ def size_order(
     """The order that moves the position toward the directive's target weight, capped by
     the session's max position weight: (side, quantity), or (None, 0) when the move is
     too small to be worth a trade or there is nothing to do."""
-    target = Decimal(0) if directive.action == "sell" else directive.target_weight
+    target = target_weight(directive, risk)
     if target is None:
         return None, money.ZERO
-    target = min(target, risk.max_position_weight)
     current = money.mul(held, price)
     diff = money.mul(equity, target) - current
     least = max(MIN_TRADE_VALUE, money.mul(equity, MIN_TRADE_FRACTION))
@@ -383,6 +386,43 @@ def size_order(
             return None, money.ZERO
         return Side.SELL, quantity
     return None, money.ZERO
+
+
+def target_weight(directive: Directive, risk: TradingSession) -> Decimal | None:
+    """The share of equity the directive has the session hold, capped by the session's
+    max position weight: 0 for a sell, None when it names no target."""
+    if directive.action == "sell":
+        return Decimal(0)
+    if directive.target_weight is None:
+        return None
+    return min(directive.target_weight, risk.max_position_weight)
+
+
+def order_reason(side: str, directive: Directive, risk: TradingSession) -> str:
+    """Why an order was placed, in its own words: its side and goal, then the directive
+    behind it. A buy directive with a lower target makes a sell, so the directive's reason
+    (which starts "buy: ...") is quoted as the directive's, never as the order's."""
+    target = target_weight(directive, risk) or Decimal(0)
+    if side == Side.BUY:
+        goal = f"buy up to {_percent(target)} of equity"
+    elif target == 0:
+        goal = "sell the whole position"
+    else:
+        goal = f"sell down to {_percent(target)} of equity"
+    if (
+        directive.action != "sell"
+        and directive.target_weight is not None
+        and directive.target_weight > target
+    ):
+        goal += f", the session's cap (the directive asked for {_percent(directive.target_weight)})"
+    # The directive's own action word is dropped: the sentence names the directive's action
+    # itself, and a leading "buy:" must not read as the side of a sell.
+    why = ACTION_PREFIX.sub("", directive.reason).strip()
+    return f"{goal}, per a {directive.action} directive" + (f" ({why})" if why else "")
+
+
+def _percent(weight: Decimal) -> str:
+    return f"{money.as_str(money.quantize_ratio(weight * 100))}%"
 
 
 def _age_seconds(ts: Any) -> float:
