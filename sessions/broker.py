@@ -181,7 +181,7 @@ def mark_to_market(session_id: str, marks: Mapping[str, Amount], ts: dt.datetime
             holdings.append((position.quantity, mark))
             if position.symbol in fresh:
                 last_mark = money.storable(mark, money.PRICE_PLACES)
-                Position.objects.filter(pk=position.pk).update(last_mark=last_mark)
+                Position.objects.filter(pk=position.pk).update(last_mark=last_mark, last_mark_at=ts)
         equity = money.storable(cash + sum((money.mul(q, m) for q, m in holdings), money.ZERO))
         EquityPoint.objects.create(session_id=session_id, ts=ts, equity=equity, cash=cash)
     return equity
@@ -251,6 +251,7 @@ def _execute(
             "avg_cost": after.avg_cost,
             "realized_pnl": after.realized_total,
             "last_mark": money.quantize_price(mark),
+            "last_mark_at": ts,
         }
         if position is None:  # a first buy; the session lock keeps a twin from being created
             Position.objects.create(session_id=session.pk, symbol=order.symbol, **values)

@@ -117,6 +117,7 @@ class SessionLoop(Loop):
         self._reader = InputReader(self.client, self.session_id, producers, consumer_kind="session")
         self._resend_unsent()
         self._open_orders = self._count_open()
+        self._note_last_marks()
 
     def step(self) -> dict[str, int]:
         counters: dict[str, int] = {"orders": 0}
@@ -168,6 +169,17 @@ class SessionLoop(Loop):
 
     def heartbeat_fields(self) -> dict[str, Any]:
         return {"metrics": dict(self._metrics)} if self._metrics else {}
+
+    def _note_last_marks(self) -> None:
+        """Say which holdings are valued at an old price until their next bar (a restart)."""
+        held = Position.objects.filter(session_id=self.session_id, quantity__gt=0, last_mark__isnull=False)
+        notes = [
+            f"{p.symbol} at {money.as_str(p.last_mark)}"
+            + (f" from {p.last_mark_at:%Y-%m-%d %H:%M:%S} UTC" if p.last_mark_at else "")
+            for p in held.exclude(symbol__in=list(self.prices))
+        ]
+        if notes:
+            session_event(self.session_id, f"valuing {', '.join(notes)} (last marks) until new bars come")
 
     # --- inputs -------------------------------------------------------------------
 

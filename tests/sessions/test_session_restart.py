@@ -5,11 +5,13 @@ until new bars come."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from django.db import connection
 
+from agents.models import LogEntry
 from agents.runtime import flags
 from agents.states import Desired, Status
 from sessions import broker
@@ -81,6 +83,26 @@ def test_the_first_equity_point_after_a_restart_equals_the_last_before(run_sessi
     )
     assert first.equity == last.equity
     assert first.cash == last.cash
+    note = wait_for(
+        lambda: LogEntry.objects.filter(session_id=session.pk, message__startswith="valuing").first(),
+        what="the note of the holdings valued at their last marks",
+    )
+    assert "BTC-USD at 72700.5 from " in note.message and "ETH-USD at 3555.25 from " in note.message
+
+
+def test_a_position_keeps_the_time_of_its_last_mark(transactional_db):
+    session = holding_session()
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    broker.mark_to_market(session.pk, {"BTC-USD": D("73000")}, ts=when)
+    btc = Position.objects.get(session_id=session.pk, symbol="BTC-USD")
+    eth = Position.objects.get(session_id=session.pk, symbol="ETH-USD")
+    assert (btc.last_mark, btc.last_mark_at) == (D("73000"), when)
+    assert eth.last_mark == D("3555.25") and eth.last_mark_at != when  # no new price: unchanged
+    later = when + timedelta(minutes=1)
+    order = broker.place_order(session.pk, "ETH-USD", "sell", D("0.5"))
+    assert broker.fill_market_order(order.pk, D("3600"), ts=later).filled
+    eth = Position.objects.get(session_id=session.pk, symbol="ETH-USD")
+    assert (eth.last_mark, eth.last_mark_at) == (D("3600"), later)
 
 
 def test_sizing_after_a_restart_values_a_position_without_a_new_bar_at_its_last_mark(
