@@ -227,16 +227,31 @@ class MarketData(AgentKind):
 
     def _start_replay(self) -> CsvReplay:
         path = resolve_csv_path(self.config.csv_path or "", _market_data_dir())
-        after = None
-        last = self.ctx.last_published() or {}
-        if last.get("source") == f"csv:{path.name}":
+        source = f"csv:{path.name}"
+        after, published = None, None
+        # A step publishes one timestamp's bars, at most one per symbol.
+        recent = self.ctx.recent_published(max(len(self.ctx.symbols), 1))
+        last = recent[0] if recent else {}
+        if last.get("source") == source:
             try:
                 after = parse_timestamp(str(last.get("ts", "")))
                 self.ctx.log.info("resuming %s after %s", path.name, after.isoformat())
             except BadRow:
                 self.ctx.log.warning("cannot resume %s: last message has ts %r", path.name, last.get("ts"))
+            else:
+                # The bars of that timestamp already out; the rest of it is still due.
+                published = {
+                    str(m.get("symbol"))
+                    for m in recent
+                    if m.get("source") == source and m.get("ts") == last.get("ts")
+                }
         return CsvReplay(
-            path, list(self.ctx.symbols), self.ctx.log, after=after, loop=self.config.loop_at_end
+            path,
+            list(self.ctx.symbols),
+            self.ctx.log,
+            after=after,
+            loop=self.config.loop_at_end,
+            published_at_after=published,
         )
 
     def _step_csv(self) -> StepResult:

@@ -346,6 +346,34 @@ def test_csv_replay_resumes_after_the_last_published_timestamp(csv_dir: Path) ->
     assert [m["ts"] for m in messages] == ["2024-01-01T00:02:00+00:00"]
 
 
+def csv_bar(symbol: str, minute: int) -> dict[str, Any]:
+    return {
+        "type": "bar",
+        "symbol": symbol,
+        "ts": f"2024-01-01T00:0{minute}:00+00:00",
+        "source": "csv:multi.csv",
+    }
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        # The whole 00:00 group went out: the replay goes on at 00:01.
+        ([csv_bar("ETH-USD", 0), csv_bar("BTC-USD", 0)], [("00:01", "ETH-USD"), ("00:03", "BTC-USD")]),
+        # The step was cut short after BTC: ETH's 00:00 bar is still due, and comes first.
+        ([csv_bar("BTC-USD", 0)], [("00:00", "ETH-USD"), ("00:01", "ETH-USD"), ("00:03", "BTC-USD")]),
+        # Older bars of another timestamp do not count as published at 00:01.
+        ([csv_bar("ETH-USD", 1), csv_bar("ETH-USD", 0)], [("00:03", "BTC-USD")]),
+    ],
+)
+def test_csv_replay_resumes_every_symbol_of_a_step_cut_short(
+    csv_dir: Path, history: list[dict[str, Any]], expected: list[tuple[str, str]]
+) -> None:
+    write_csv(csv_dir, "multi.csv", MULTI)
+    messages = run({"source": "csv", "csv_path": "multi.csv"}, 4, history=history)
+    assert [(m["ts"][11:16], m["symbol"]) for m in messages] == expected
+
+
 def test_csv_replay_ignores_a_last_message_from_another_source(csv_dir: Path) -> None:
     write_csv(csv_dir, "btc.csv", ONE_INSTRUMENT)
     last = {"symbol": "BTC-USD", "ts": "2030-01-01T00:00:00+00:00", "source": "simulated", "close": 5.0}
