@@ -181,7 +181,7 @@ def mark_to_market(session_id: str, marks: Mapping[str, Amount], ts: dt.datetime
             holdings.append((position.quantity, mark))
             if position.symbol in fresh:
                 last_mark = money.storable(mark, money.PRICE_PLACES)
-                Position.objects.filter(pk=position.pk).update(last_mark=last_mark)
+                Position.objects.filter(pk=position.pk).update(last_mark=last_mark, last_mark_at=ts)
         equity = money.storable(cash + sum((money.mul(q, m) for q, m in holdings), money.ZERO))
         EquityPoint.objects.create(session_id=session_id, ts=ts, equity=equity, cash=cash)
     return equity
@@ -251,6 +251,7 @@ def _execute(
             "avg_cost": after.avg_cost,
             "realized_pnl": after.realized_total,
             "last_mark": money.quantize_price(mark),
+            "last_mark_at": ts,
         }
         if position is None:  # a first buy; the session lock keeps a twin from being created
             Position.objects.create(session_id=session.pk, symbol=order.symbol, **values)
@@ -285,28 +286,66 @@ class _Terms:
 
 def _terms(session: TradingSession, order: Order, mark: Decimal) -> _Terms:
     """Price, notional, fee and slippage of filling `order` at `mark`, all against the trader."""
+    limit_price = order.limit_price if order.order_type == OrderType.LIMIT else None
+    return fill_terms(session, order.side, order.quantity, mark, limit_price)
+
+
+def fill_terms(
+    session: TradingSession, side: str, quantity: Decimal, mark: Decimal, limit_price: Decimal | None = None
+) -> _Terms:
+    """The fill model: what filling `quantity` at `mark` costs or brings, with the session's
+    fee and (maybe size-scaled) slippage, all rounded against the trader. The one place
+    that says what a fill costs: the broker fills with it and buy_quantity() sizes with it."""
     slippage_bps = session.slippage_bps
     if session.slippage_size_scaled:
         # Up to the reference notional an order slips slippage_bps; beyond it, in proportion.
-        size = money.div(money.mul(order.quantity, mark), session.slippage_size_reference)
+        size = money.div(money.mul(quantity, mark), session.slippage_size_reference)
         slippage_bps = money.mul(slippage_bps, max(size, Decimal(1)))
         # Capped below 100%, so a sell never fills at a price of zero or less.
         slippage_bps = min(slippage_bps, Decimal("9999"))
-    price = money.slipped_price(mark, slippage_bps, order.side)
-    if order.order_type == OrderType.LIMIT:
+    price = money.slipped_price(mark, slippage_bps, side)
+    if limit_price is not None:
         # A limit order never fills worse than its limit (the mark has crossed it).
-        price = min(price, order.limit_price) if order.side == Side.BUY else max(price, order.limit_price)
-    gross = money.mul(order.quantity, price)
-    at_mark = money.mul(order.quantity, mark)
-    if order.side == Side.BUY:
+        price = min(price, limit_price) if side == Side.BUY else max(price, limit_price)
+    gross = money.mul(quantity, price)
+    at_mark = money.mul(quantity, mark)
+    if side == Side.BUY:
         notional = money.paid(gross)
         slippage = money.paid(gross - at_mark)
     else:
         notional = money.received(gross)
         slippage = money.paid(at_mark - gross)
     fee = money.fee(notional, session.fee_bps)
-    cash_delta = -(notional + fee) if order.side == Side.BUY else notional - fee
+    cash_delta = -(notional + fee) if side == Side.BUY else notional - fee
     return _Terms(price, notional, fee, max(slippage, money.ZERO), cash_delta)
+
+
+def buy_quantity(
+    session: TradingSession, mark: Decimal, budget: Decimal, limit: Decimal = money.MAX_QTY
+) -> Decimal:
+    """The largest quantity (a multiple of the quantity step, at most `limit`) whose market
+    buy at `mark` costs at most `budget`, fee and slippage included, as fill_terms counts.
+
+    The cost only grows with the quantity (more units, and with size-scaled slippage a
+    worse price), so a binary search over whole quantity steps finds the largest one that
+    fits: about 50 evaluations of the fill model for any budget.
+    """
+    if budget <= 0 or mark <= 0 or limit < money.QTY_STEP:
+        return money.ZERO
+    # The price is never below the mark, so nothing above budget / mark can fit.
+    high = min(money.quantize_qty(money.div(budget, mark)), money.quantize_qty(limit))
+    low, high = (
+        0,
+        int(money.div(high, money.QTY_STEP)),
+    )  # in quantity steps: `low` fits, above `high` does not
+    while low < high:
+        middle = (low + high + 1) // 2
+        terms = fill_terms(session, Side.BUY, money.QTY_STEP * middle, mark)
+        if terms.notional + terms.fee <= budget:
+            low = middle
+        else:
+            high = middle - 1
+    return money.QTY_STEP * low
 
 
 @dataclass(frozen=True)

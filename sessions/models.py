@@ -238,6 +238,8 @@ class Position(models.Model):
     # The latest mark seen (at a fill or a mark to market): values the position when the
     # caller has no fresh price for it.
     last_mark = price_field(null=True, blank=True)
+    # When last_mark was seen, so a valuation from it can say how old its price is.
+    last_mark_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

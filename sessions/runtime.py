@@ -22,6 +22,7 @@ starts are sent again; the broker's idempotent fill makes a second delivery harm
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -62,6 +63,8 @@ FLATTEN_WAIT_SECONDS = 3.0
 # an order that was only slow harmless.
 RESEND_AFTER_SECONDS = 10.0
 ORDERS_MAXLEN = 100_000
+# "buy: ...", "sell: ..." or "hold: ...": how a directive's reason starts.
+ACTION_PREFIX = re.compile(r"^\s*(buy|sell|hold)\s*:", re.IGNORECASE)
 
 
 def session_event(session_id: str, message: str, level: int = logging.INFO) -> None:
@@ -114,6 +117,7 @@ class SessionLoop(Loop):
         self._reader = InputReader(self.client, self.session_id, producers, consumer_kind="session")
         self._resend_unsent()
         self._open_orders = self._count_open()
+        self._note_last_marks()
 
     def step(self) -> dict[str, int]:
         counters: dict[str, int] = {"orders": 0}
@@ -166,6 +170,17 @@ class SessionLoop(Loop):
     def heartbeat_fields(self) -> dict[str, Any]:
         return {"metrics": dict(self._metrics)} if self._metrics else {}
 
+    def _note_last_marks(self) -> None:
+        """Say which holdings are valued at an old price until their next bar (a restart)."""
+        held = Position.objects.filter(session_id=self.session_id, quantity__gt=0, last_mark__isnull=False)
+        notes = [
+            f"{p.symbol} at {money.as_str(p.last_mark)}"
+            + (f" from {p.last_mark_at:%Y-%m-%d %H:%M:%S} UTC" if p.last_mark_at else "")
+            for p in held.exclude(symbol__in=list(self.prices))
+        ]
+        if notes:
+            session_event(self.session_id, f"valuing {', '.join(notes)} (last marks) until new bars come")
+
     # --- inputs -------------------------------------------------------------------
 
     def _take_in(self, messages: list[InputMessage]) -> None:
@@ -214,11 +229,16 @@ class SessionLoop(Loop):
             row.max_orders_per_minute
             - Order.objects.filter(session_id=self.session_id, created_at__gte=since).count()
         )
-        positions = dict(
-            Position.objects.filter(session_id=self.session_id).values_list("symbol", "quantity")
+        held = list(
+            Position.objects.filter(session_id=self.session_id).values_list(
+                "symbol", "quantity", "last_mark", "avg_cost"
+            )
         )
+        positions = {symbol: quantity for symbol, quantity, _mark, _cost in held}
+        # A held symbol without a bar since this loop started (a restart) is worth its last
+        # mark, as the ledger values it (broker.mark_to_market), not nothing.
         equity = row.cash + sum(
-            (money.mul(qty, self.prices.get(sym, Decimal(0))) for sym, qty in positions.items()),
+            (money.mul(qty, self.prices.get(sym) or mark or cost) for sym, qty, mark, cost in held),
             money.ZERO,
         )
         placed = 0
@@ -251,7 +271,8 @@ class SessionLoop(Loop):
             self._rate_limited_logged = False
             session_event(
                 self.session_id,
-                f"order {side} {money.as_str(quantity)} {symbol} at about {price} ({directive.reason})",
+                f"order {side} {money.as_str(quantity)} {symbol} at about {price}: "
+                f"{order_reason(side, directive, row)}",
             )
         return placed
 
@@ -354,17 +375,20 @@ def size_order(
     """The order that moves the position toward the directive's target weight, capped by
     the session's max position weight: (side, quantity), or (None, 0) when the move is
     too small to be worth a trade or there is nothing to do."""
-    target = Decimal(0) if directive.action == "sell" else directive.target_weight
+    target = target_weight(directive, risk)
     if target is None:
         return None, money.ZERO
-    target = min(target, risk.max_position_weight)
     current = money.mul(held, price)
     diff = money.mul(equity, target) - current
     least = max(MIN_TRADE_VALUE, money.mul(equity, MIN_TRADE_FRACTION))
     if diff > least:
-        cost = Decimal(1) + (risk.fee_bps + risk.slippage_bps) / Decimal(10_000) + CASH_BUFFER
-        spend = min(diff, money.div(cash, cost))
-        quantity = money.quantize_qty(money.div(spend, price))
+        # As much of the move as the cash pays for by the broker's own fill model (fee and
+        # slippage, size-scaled or not), even if the price rises by CASH_BUFFER before the
+        # fill; and no more than the ledger can hold.
+        wanted = money.quantize_qty(money.div(diff, price))
+        room = min(wanted, money.MAX_QTY - held)
+        buffered = money.mul(price, Decimal(1) + CASH_BUFFER)
+        quantity = broker.buy_quantity(risk, buffered, cash, limit=room)
         if money.mul(quantity, price) < least:
             return None, money.ZERO
         return Side.BUY, quantity
@@ -374,6 +398,43 @@ def size_order(
             return None, money.ZERO
         return Side.SELL, quantity
     return None, money.ZERO
+
+
+def target_weight(directive: Directive, risk: TradingSession) -> Decimal | None:
+    """The share of equity the directive has the session hold, capped by the session's
+    max position weight: 0 for a sell, None when it names no target."""
+    if directive.action == "sell":
+        return Decimal(0)
+    if directive.target_weight is None:
+        return None
+    return min(directive.target_weight, risk.max_position_weight)
+
+
+def order_reason(side: str, directive: Directive, risk: TradingSession) -> str:
+    """Why an order was placed, in its own words: its side and goal, then the directive
+    behind it. A buy directive with a lower target makes a sell, so the directive's reason
+    (which starts "buy: ...") is quoted as the directive's, never as the order's."""
+    target = target_weight(directive, risk) or Decimal(0)
+    if side == Side.BUY:
+        goal = f"buy up to {_percent(target)} of equity"
+    elif target == 0:
+        goal = "sell the whole position"
+    else:
+        goal = f"sell down to {_percent(target)} of equity"
+    if (
+        directive.action != "sell"
+        and directive.target_weight is not None
+        and directive.target_weight > target
+    ):
+        goal += f", the session's cap (the directive asked for {_percent(directive.target_weight)})"
+    # The directive's own action word is dropped: the sentence names the directive's action
+    # itself, and a leading "buy:" must not read as the side of a sell.
+    why = ACTION_PREFIX.sub("", directive.reason).strip()
+    return f"{goal}, per a {directive.action} directive" + (f" ({why})" if why else "")
+
+
+def _percent(weight: Decimal) -> str:
+    return f"{money.as_str(money.quantize_ratio(weight * 100))}%"
 
 
 def _age_seconds(ts: Any) -> float:

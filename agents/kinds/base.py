@@ -81,6 +81,9 @@ class StepContext:
     # Read this agent's own newest message (to resume after a restart), or None.
     last_published: Callable[[], dict[str, Any] | None]
     log: logging.Logger
+    # This agent's own newest `count` messages, newest first (to resume several series
+    # after a restart: one per symbol), or [].
+    recent_published: Callable[[int], list[dict[str, Any]]] = lambda count: []
     # New messages from the agents this one consumes (`inputs_from`), oldest first.
     read_inputs: Callable[[], list[InputMessage]] = lambda: []
     # The agent ids this agent consumes.

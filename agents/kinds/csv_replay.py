@@ -105,10 +105,15 @@ class CsvReplay:
         log: logging.Logger,
         after: datetime | None = None,
         loop: bool = False,
+        published_at_after: set[str] | None = None,
     ) -> None:
         self.path = path
         self.log = log
-        self.after = after  # resume point: rows at or before it were already published
+        self.after = after  # resume point: rows at or before it were already published...
+        # ...except, at `after` itself, the bars of symbols not in this set: a step cut
+        # short (a crash, a lost lease) publishes only part of its timestamp's bars.
+        # None means the whole group at `after` was published.
+        self.published_at_after = published_at_after
         self.loop = loop
         self.bad_rows = 0  # since the last `take_bad_rows()`
         self._wanted = {s.upper(): s for s in symbols}
@@ -148,7 +153,7 @@ class CsvReplay:
 
     def _rewind(self) -> None:
         self.close()
-        self.after = self._seen_ts = None
+        self.after = self._seen_ts = self.published_at_after = None
 
     def _read_group(self) -> tuple[datetime, list[dict[str, Any]]] | None:
         first = self._pending or self._next_row()
@@ -161,8 +166,20 @@ class CsvReplay:
         return ts, [b for b in bars if b is not None]
 
     def _bar(self, row: tuple[datetime, str, dict[str, float]]) -> dict[str, Any] | None:
-        symbol = self._wanted.get(row[1].upper()) if row[1] else self._first_symbol
+        symbol = self._symbol(row[1])
         return None if symbol is None else {"symbol": symbol, **row[2]}
+
+    def _symbol(self, raw: str) -> str | None:
+        """Our name for a row's symbol (the first symbol for a file without that column)."""
+        return self._wanted.get(raw.upper()) if raw else self._first_symbol
+
+    def _still_due(self, ts: datetime, raw_symbol: str) -> bool:
+        """Whether a good row is after the resume point (or at it, and not yet published)."""
+        if self.after is None or ts > self.after:
+            return True
+        if ts < self.after or self.published_at_after is None:
+            return False
+        return self._symbol(raw_symbol) not in self.published_at_after
 
     def _next_row(self) -> tuple[datetime, str, dict[str, float]] | None:
         """The next good row after the resume point, skipping (and counting) bad ones."""
@@ -187,5 +204,5 @@ class CsvReplay:
                 self.log.warning("%s line %d skipped: %s", self.path.name, self._reader.line_num, exc)
                 continue
             self._seen_ts = ts
-            if self.after is None or ts > self.after:
+            if self._still_due(ts, symbol):
                 return ts, symbol, bar

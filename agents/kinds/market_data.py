@@ -13,6 +13,7 @@ labelled `source: "simulated"` for the sentiment kind to score offline.
 from __future__ import annotations
 
 import hashlib
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,9 @@ from agents.kinds.headlines import Headline, NewsDesk
 from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
 
 SUMMARY_SYMBOLS = 5
+# How many of its own newest messages per symbol a restart reads to find each symbol's
+# last bar (see MarketData._last_bars).
+RESUME_MESSAGES_PER_SYMBOL = 4
 
 
 def _market_data_dir() -> Path:
@@ -132,20 +136,44 @@ class MarketData(AgentKind):
         return int.from_bytes(hashlib.sha256(self.ctx.agent_id.encode()).digest()[:8], "big")
 
     def _start_simulated(self) -> dict[str, SymbolPath]:
-        """Build one path per symbol; the symbol of our newest message resumes from its close."""
+        """Build one path per symbol, each resuming from its own last bar when there is one."""
         params = MarketParams(**self.config.model_dump(include=set(MarketParams.__dataclass_fields__)))
-        last = self.ctx.last_published() or {}
+        last_bars = self._last_bars()
         seed, paths = self._seed(), {}
         for symbol in self.ctx.symbols:
             price = self.config.initial_prices.get(symbol) or default_price(symbol)
             high = False
-            close = last.get("close")
-            if last.get("symbol") == symbol and isinstance(close, (int, float)) and close > 0:
-                price, high = float(close), last.get("regime") == "high"
-                self.ctx.log.info("resuming %s from last close %s", symbol, close)
+            bar = last_bars.get(symbol)
+            if bar is not None:
+                price, high = float(bar["close"]), bar.get("regime") == "high"
+                self.ctx.log.info("resuming %s from last close %s", symbol, bar["close"])
             paths[symbol] = SymbolPath(symbol, price, seed, params, high=high)
             self._news[symbol] = NewsDesk(symbol, seed)
         return paths
+
+    def _last_bars(self) -> dict[str, dict[str, Any]]:
+        """The newest bar of each of our symbols among our latest messages.
+
+        A step publishes at most a bar and a headline per symbol, so the last two steps
+        are within 4 x symbols messages (two, in case the last step was cut short).
+        """
+        wanted = set(self.ctx.symbols)
+        found: dict[str, dict[str, Any]] = {}
+        for message in self.ctx.recent_published(RESUME_MESSAGES_PER_SYMBOL * len(wanted)):
+            symbol, close = message.get("symbol"), message.get("close")
+            if (
+                message.get("type") == "bar"
+                and symbol in wanted
+                and symbol not in found
+                and isinstance(close, (int, float))
+                and not isinstance(close, bool)
+                and math.isfinite(close)
+                and close > 0
+            ):
+                found[symbol] = message
+                if len(found) == len(wanted):
+                    break
+        return found
 
     def _step_simulated(self) -> StepResult:
         if self._paths is None:
@@ -177,8 +205,8 @@ class MarketData(AgentKind):
                         "jump": headline.jump,
                     }
                 )
-        # News goes out before the bars so this agent's newest message stays a bar,
-        # which is what a restart resumes its prices from (see _start_simulated).
+        # News goes out before the bars so this agent's newest messages are bars, which
+        # is what a restart resumes its prices from (see _last_bars).
         for msg in news:
             self.ctx.publish(msg)
         result = self._publish(messages, {"news": len(news)} if news else {})
@@ -199,16 +227,31 @@ class MarketData(AgentKind):
 
     def _start_replay(self) -> CsvReplay:
         path = resolve_csv_path(self.config.csv_path or "", _market_data_dir())
-        after = None
-        last = self.ctx.last_published() or {}
-        if last.get("source") == f"csv:{path.name}":
+        source = f"csv:{path.name}"
+        after, published = None, None
+        # A step publishes one timestamp's bars, at most one per symbol.
+        recent = self.ctx.recent_published(max(len(self.ctx.symbols), 1))
+        last = recent[0] if recent else {}
+        if last.get("source") == source:
             try:
                 after = parse_timestamp(str(last.get("ts", "")))
                 self.ctx.log.info("resuming %s after %s", path.name, after.isoformat())
             except BadRow:
                 self.ctx.log.warning("cannot resume %s: last message has ts %r", path.name, last.get("ts"))
+            else:
+                # The bars of that timestamp already out; the rest of it is still due.
+                published = {
+                    str(m.get("symbol"))
+                    for m in recent
+                    if m.get("source") == source and m.get("ts") == last.get("ts")
+                }
         return CsvReplay(
-            path, list(self.ctx.symbols), self.ctx.log, after=after, loop=self.config.loop_at_end
+            path,
+            list(self.ctx.symbols),
+            self.ctx.log,
+            after=after,
+            loop=self.config.loop_at_end,
+            published_at_after=published,
         )
 
     def _step_csv(self) -> StepResult:

@@ -177,6 +177,7 @@ class Technical(AgentKind):
             rsi_overbought=self.config.rsi_overbought,
             ma_sensitivity=self.config.ma_sensitivity,
             macd_sensitivity=self.config.macd_sensitivity,
+            moved=series.moved(),
         )
         signal = combine(scores, self._weights)
         if signal is None:

@@ -9,6 +9,8 @@ their latest values into component scores in [-1, 1], positive meaning "buy".
 from __future__ import annotations
 
 import math
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,16 @@ INDICATOR_KEYS = (
 # again, so we drop them, in batches (each purge copies the kept tail).
 KEEP_FACTOR = 4
 PURGE_BATCH = 1000
+# A change of price smaller than this share of it is float rounding, not a move: the
+# sums inside the indicators leave differences of about 1e-16 x price on identical inputs.
+MOVE_TOLERANCE = 1e-9
+# The oscillators (RSI, Bollinger %B) measure a stretch in units of the window's own
+# movement, so they saturate on any movement at all: an RSI is 100 when no bar fell,
+# also when none moved, and one tick up out of a flat range is "above the upper band".
+# Their vote therefore counts only as much as the window moved (the share of its bars
+# that changed price): a flat window has no opinion, one tick in twenty has a twentieth
+# of one. The trend components are already in proportion to the size of the move.
+OSCILLATORS = ("rsi", "bollinger")
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,10 @@ class Series:
         self.bars = 0
         self.close = 0.0
         self.ts = ""
+        # Whether each of the latest changes moved the price (see MOVE_TOLERANCE), as far
+        # back as the longest oscillator window: RSI's period changes, the band's bars - 1.
+        self._windows = {"rsi": periods.rsi_period, "bollinger": periods.bb_period - 1}
+        self._moves: deque[bool] = deque(maxlen=max(self._windows.values()))
         self.sma_fast = SMA(periods.fast_ma)
         self.sma_slow = SMA(periods.slow_ma)
         self.rsi = RSI(periods.rsi_period)
@@ -70,6 +86,8 @@ class Series:
     def add(self, close: float, ts: str) -> None:
         for indicator in self._all:
             indicator.add(close)
+        if self.bars:
+            self._moves.append(not negligible(close - self.close, self.close))
         self.bars += 1
         self.close, self.ts = close, ts
         held = len(self.sma_fast.input_values)
@@ -92,6 +110,19 @@ class Series:
             "bb_upper": bb.ub if bb is not None else None,
         }
 
+    def moved(self) -> dict[str, float]:
+        """For each oscillator, the share of the changes in its window that moved the price."""
+        shares = {}
+        for name, window in self._windows.items():
+            recent = list(self._moves)[-window:] if window > 0 else []
+            shares[name] = sum(recent) / window if recent else 0.0
+        return shares
+
+
+def negligible(change: float, scale: float) -> bool:
+    """True when `change` is float rounding relative to `scale` (a price), not a movement."""
+    return abs(change) <= MOVE_TOLERANCE * abs(scale)
+
 
 def _last(indicator: Any) -> Any:
     return indicator[-1] if len(indicator) else None
@@ -109,16 +140,21 @@ def component_scores(
     rsi_overbought: float,
     ma_sensitivity: float,
     macd_sensitivity: float,
+    moved: Mapping[str, float] | None = None,
 ) -> dict[str, float | None]:
     """Each component's vote in [-1, 1] (positive = buy), None while its indicator warms up.
 
     ma_cross and macd follow the trend; rsi and bollinger lean against stretched prices.
     Gaps are taken relative to price so the same settings fit a 0.0001 coin and BTC.
+    `moved` is Series.moved(): each oscillator's vote is scaled by the share of its window
+    that moved (see OSCILLATORS); left out, every bar is taken as a move. No movement is
+    no opinion: a flat market scores 0 on every component, never an extreme.
     """
     scores: dict[str, float | None] = dict.fromkeys(COMPONENTS)
     fast, slow = values["sma_fast"], values["sma_slow"]
     if fast is not None and slow is not None and slow > 0:
-        scores["ma_cross"] = math.tanh(ma_sensitivity * (fast - slow) / slow)
+        gap = 0.0 if negligible(fast - slow, slow) else (fast - slow) / slow
+        scores["ma_cross"] = math.tanh(ma_sensitivity * gap)
     rsi = values["rsi"]
     if rsi is not None:
         # Linear between the thresholds: at or below oversold a full buy, at or above
@@ -128,13 +164,18 @@ def component_scores(
         scores["rsi"] = clip((middle - rsi) / half_width)
     hist = values["macd_hist"]
     if hist is not None and close > 0:
-        scores["macd"] = math.tanh(macd_sensitivity * hist / close)
+        scores["macd"] = 0.0 if negligible(hist, close) else math.tanh(macd_sensitivity * hist / close)
     lower, upper = values["bb_lower"], values["bb_upper"]
     if lower is not None and upper is not None:
         width = upper - lower
-        # A flat market has no band to be inside of: no opinion rather than a division by 0.
-        position = (close - lower) / width if width > 0 else 0.5
+        # A flat market has no band to be inside of: no opinion rather than a division by
+        # 0, or by a width that is only the rounding of a zero standard deviation.
+        position = 0.5 if negligible(width, close) else (close - lower) / width
         scores["bollinger"] = clip(1 - 2 * position)
+    for name in OSCILLATORS:
+        score = scores[name]
+        if score is not None and moved is not None:
+            scores[name] = score * clip(moved.get(name, 1.0), 0.0, 1.0)
     return scores
 
 

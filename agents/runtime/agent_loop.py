@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import UTC, datetime
@@ -12,7 +11,7 @@ from agents.kinds import get_kind, validate_config
 from agents.kinds.base import AgentKind, StepContext
 from agents.models import Agent
 from agents.runtime import keys
-from agents.runtime.bus import InputMessage, InputReader, edge_counts
+from agents.runtime.bus import InputMessage, InputReader, edge_counts, newest_messages
 from agents.runtime.logs import agent_logger, flush_log_entries
 from agents.runtime.loop import Loop
 
@@ -49,6 +48,7 @@ class AgentLoop(Loop):
             symbols=list(row.symbols or []),
             publish=self._publish,
             last_published=self._last_published,
+            recent_published=self._recent_published,
             log=self._log,
             read_inputs=self._read_inputs,
             inputs=inputs,
@@ -105,8 +105,8 @@ class AgentLoop(Loop):
         return self.lease.publish(self._stream, payload, STREAM_MAXLEN)
 
     def _last_published(self) -> dict[str, Any] | None:
-        newest = self.client.xrevrange(self._stream, count=1)
-        if not newest:
-            return None
-        _id, fields = newest[0]
-        return json.loads(fields["data"])
+        newest = self._recent_published(1)
+        return newest[0] if newest else None
+
+    def _recent_published(self, count: int) -> list[dict[str, Any]]:
+        return newest_messages(self.client, [self.rid], count)[self.rid]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from itertools import pairwise
@@ -13,22 +14,34 @@ import pytest
 from agents.kinds import ConfigError, validate_config
 from agents.kinds.base import StepContext
 from agents.kinds.market_data import MarketData
+from agents.models import Agent
+from agents.runtime import flags, keys
+from agents.states import Desired
+from tests.agents.test_loop import run_loop  # noqa: F401 (a fixture, used by name)
+from tests.conftest import wait_for
 
 SYMBOLS = ["BTC-USD", "ETH-USD"]
 
 
 class FakeContext(StepContext):
-    """A StepContext whose stream is a list; `last` plays the newest message already there."""
+    """A StepContext whose stream is a list; `last` plays the newest message already there,
+    `history` the newest messages (newest first) when there are several."""
 
     def __init__(
-        self, symbols: list[str] | None = None, last: dict[str, Any] | None = None, agent_id: str = "a1"
+        self,
+        symbols: list[str] | None = None,
+        last: dict[str, Any] | None = None,
+        agent_id: str = "a1",
+        history: list[dict[str, Any]] | None = None,
     ):
         self.published: list[dict[str, Any]] = []
+        history = history if history is not None else [last] if last else []
         super().__init__(
             agent_id=agent_id,
             symbols=list(symbols or SYMBOLS),
             publish=self._publish,
-            last_published=lambda: last,
+            last_published=lambda: history[0] if history else None,
+            recent_published=lambda count: history[:count],
             log=logging.getLogger("tests.market_data"),
         )
 
@@ -131,6 +144,37 @@ def test_after_a_restart_the_last_published_symbol_continues_from_its_close() ->
     assert by_symbol["ETH-USD"]["open"] == 1234.5
     assert by_symbol["ETH-USD"]["regime"] == "high"
     assert by_symbol["BTC-USD"]["open"] == 65000.0
+
+
+def test_after_a_restart_every_symbol_continues_from_its_own_last_close() -> None:
+    """The newest message is one symbol's bar (or news): the others resume too, not from
+    their start price."""
+    history = [
+        {"type": "news", "symbol": "SOL-USD", "headline": "x", "source": "simulated"},
+        {"type": "bar", "symbol": "SOL-USD", "close": 151.25, "regime": "normal", "source": "simulated"},
+        {"type": "bar", "symbol": "ETH-USD", "close": 3555.5, "regime": "high", "source": "simulated"},
+        {"type": "bar", "symbol": "BTC-USD", "close": 72_700.0, "regime": "normal", "source": "simulated"},
+        {"type": "bar", "symbol": "SOL-USD", "close": 150.0, "regime": "normal", "source": "simulated"},
+        {"type": "bar", "symbol": "ETH-USD", "close": 3500.0, "regime": "normal", "source": "simulated"},
+        {"type": "bar", "symbol": "BTC-USD", "close": 72_600.0, "regime": "normal", "source": "simulated"},
+    ]
+    messages = run({"seed": 1}, 1, symbols=["BTC-USD", "ETH-USD", "SOL-USD"], history=history)
+    by_symbol = {m["symbol"]: m for m in messages}
+    assert by_symbol["BTC-USD"]["open"] == 72_700.0
+    assert by_symbol["ETH-USD"]["open"] == 3555.5
+    assert by_symbol["ETH-USD"]["regime"] == "high"
+    assert by_symbol["SOL-USD"]["open"] == 151.25
+
+
+@pytest.mark.parametrize("close", [0, -1.0, float("nan"), float("inf"), "72700", True, None])
+def test_a_restart_skips_a_last_bar_without_a_usable_close(close: Any) -> None:
+    history = [
+        {"type": "bar", "symbol": "BTC-USD", "close": close, "source": "simulated"},
+        {"type": "bar", "symbol": "BTC-USD", "close": 70_000.0, "source": "simulated"},
+    ]
+    by_symbol = {m["symbol"]: m for m in run({"seed": 1}, 1, history=history)}
+    assert by_symbol["BTC-USD"]["open"] == 70_000.0
+    assert by_symbol["ETH-USD"]["open"] == 3400.0  # no bar of its own: its start price
 
 
 def test_each_bar_opens_at_the_previous_close() -> None:
@@ -302,6 +346,34 @@ def test_csv_replay_resumes_after_the_last_published_timestamp(csv_dir: Path) ->
     assert [m["ts"] for m in messages] == ["2024-01-01T00:02:00+00:00"]
 
 
+def csv_bar(symbol: str, minute: int) -> dict[str, Any]:
+    return {
+        "type": "bar",
+        "symbol": symbol,
+        "ts": f"2024-01-01T00:0{minute}:00+00:00",
+        "source": "csv:multi.csv",
+    }
+
+
+@pytest.mark.parametrize(
+    ("history", "expected"),
+    [
+        # The whole 00:00 group went out: the replay goes on at 00:01.
+        ([csv_bar("ETH-USD", 0), csv_bar("BTC-USD", 0)], [("00:01", "ETH-USD"), ("00:03", "BTC-USD")]),
+        # The step was cut short after BTC: ETH's 00:00 bar is still due, and comes first.
+        ([csv_bar("BTC-USD", 0)], [("00:00", "ETH-USD"), ("00:01", "ETH-USD"), ("00:03", "BTC-USD")]),
+        # Older bars of another timestamp do not count as published at 00:01.
+        ([csv_bar("ETH-USD", 1), csv_bar("ETH-USD", 0)], [("00:03", "BTC-USD")]),
+    ],
+)
+def test_csv_replay_resumes_every_symbol_of_a_step_cut_short(
+    csv_dir: Path, history: list[dict[str, Any]], expected: list[tuple[str, str]]
+) -> None:
+    write_csv(csv_dir, "multi.csv", MULTI)
+    messages = run({"source": "csv", "csv_path": "multi.csv"}, 4, history=history)
+    assert [(m["ts"][11:16], m["symbol"]) for m in messages] == expected
+
+
 def test_csv_replay_ignores_a_last_message_from_another_source(csv_dir: Path) -> None:
     write_csv(csv_dir, "btc.csv", ONE_INSTRUMENT)
     last = {"symbol": "BTC-USD", "ts": "2030-01-01T00:00:00+00:00", "source": "simulated", "close": 5.0}
@@ -389,3 +461,46 @@ def test_csv_replay_publishes_no_news(csv_dir: Path) -> None:
 
 def test_a_news_probability_outside_0_to_1_is_refused() -> None:
     assert "news_probability" in refusal({"news_probability": 1.5})
+
+
+# --- a real loop restart (real Redis, real database) ---
+
+
+def _bars_after(redis_client: Any, agent_id: str, after: str = "-") -> list[tuple[str, dict[str, Any]]]:
+    start = after if after == "-" else f"({after}"
+    entries = redis_client.xrange(keys.stream("agent", agent_id), min=start)
+    messages = [(entry_id, json.loads(fields["data"])) for entry_id, fields in entries]
+    return [(entry_id, data) for entry_id, data in messages if data.get("type") == "bar"]
+
+
+def test_a_loop_restart_resumes_every_symbol_from_its_last_close(
+    make_agent: Any,
+    run_loop: Any,  # noqa: F811 (the imported fixture)
+    redis_client: Any,
+) -> None:
+    symbols = ["BTC-USD", "ETH-USD", "SOL-USD"]
+    agent = make_agent(
+        "restarter",
+        symbols=symbols,
+        config={"source": "simulated", "tick_seconds": 0.05, "seed": 3, "news_probability": 0.5},
+    )
+    outcome = run_loop(agent.agent_id, "run-1")
+    wait_for(lambda: len(_bars_after(redis_client, agent.agent_id)) >= 3 * len(symbols), what="bars")
+    Agent.objects.filter(pk=agent.pk).update(desired_state=Desired.STOPPED)
+    flags.write("agent", agent.agent_id, Desired.STOPPED, "run-1", "1")
+    outcome["thread"].join(timeout=10)
+    assert outcome["reason"] == "stop requested"
+
+    before = _bars_after(redis_client, agent.agent_id)
+    last_close = {data["symbol"]: data["close"] for _id, data in before}  # the newest wins
+    assert set(last_close) == set(symbols)
+    run_loop(agent.agent_id, "run-2")
+
+    def first_bars_after_restart() -> dict[str, dict[str, Any]] | None:
+        first: dict[str, dict[str, Any]] = {}
+        for _id, data in _bars_after(redis_client, agent.agent_id, before[-1][0]):
+            first.setdefault(data["symbol"], data)
+        return first if len(first) == len(symbols) else None
+
+    first = wait_for(first_bars_after_restart, what="a bar of every symbol after the restart")
+    assert {symbol: bar["open"] for symbol, bar in first.items()} == last_close

@@ -457,3 +457,101 @@ def test_the_signal_and_every_component_stay_within_minus_one_and_one(
     for msg in ctx.published:
         assert -1 <= msg["signal"] <= 1
         assert all(c is None or -1 <= c <= 1 for c in msg["components"].values())
+
+
+# --- no movement is no opinion ---
+
+SELL_THRESHOLD = -0.15  # the decision kind's default
+
+
+def signals_of(closes: list[float], config: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    kind, ctx = make(config)
+    for close in closes:
+        feed(kind, ctx, [bar(close)])
+    return ctx.published
+
+
+@pytest.mark.parametrize("price", [100.0, 65_000.13, 0.00012345, 3_400.0])
+@pytest.mark.parametrize("config", [None, SMALL], ids=["defaults", "small"])
+def test_a_flat_market_gives_no_opinion_on_any_component(price: float, config: dict[str, Any] | None) -> None:
+    published = signals_of([price] * 80, config)
+    assert published, "the components warm up on a flat market too"
+    for message in published:
+        assert message["signal"] == 0.0
+        assert all(score in (None, 0.0) for score in message["components"].values()), message["components"]
+    assert all(score == 0.0 for score in published[-1]["components"].values())
+
+
+def test_float_rounding_noise_is_no_movement() -> None:
+    rng = random.Random(3)
+    closes = [65_000.13 * (1 + rng.uniform(-1e-13, 1e-13)) for _ in range(80)]
+    assert len(set(closes)) > 1  # really not identical
+    last = signals_of(closes)[-1]
+    assert last["signal"] == 0.0
+    assert all(score == 0.0 for score in last["components"].values())
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_near_flat_market_gives_no_extreme_vote(seed: int) -> None:
+    """Tiny noise is movement, but it must not pin the oscillators to a sell."""
+    rng = random.Random(seed)
+    closes = [100.0 * (1 + rng.gauss(0, 1e-6)) for _ in range(80)]
+    for message in signals_of(closes):
+        assert math.isfinite(message["signal"]) and -1 <= message["signal"] <= 1
+        # The trend components are in proportion to the (tiny) move.
+        for name in ("ma_cross", "macd"):
+            assert message["components"][name] in (None, pytest.approx(0, abs=1e-3))
+
+
+def test_near_flat_noise_does_not_lean_to_sell_on_average() -> None:
+    finals = []
+    for seed in range(40):
+        rng = random.Random(seed)
+        finals.append(signals_of([100.0 * (1 + rng.gauss(0, 1e-6)) for _ in range(60)])[-1]["signal"])
+    assert statistics.mean(finals) == pytest.approx(0, abs=0.1)
+
+
+@pytest.mark.parametrize("tick", [0.0001, 0.01])
+def test_a_single_up_tick_after_flat_is_not_a_sell(tick: float) -> None:
+    published = signals_of([100.0] * 60 + [100.0 * (1 + tick)])
+    last = published[-1]
+    assert last["signal"] > SELL_THRESHOLD
+    # One move in the window: the oscillators count it as one bar in their window, not as a
+    # market stretched to its limit.
+    assert last["components"]["rsi"] == pytest.approx(-1 / 14, abs=1e-4)
+    assert last["components"]["bollinger"] == pytest.approx(-1 / 19, abs=1e-4)
+    assert last["components"]["ma_cross"] > 0 and last["components"]["macd"] > 0
+
+
+def test_a_single_down_tick_after_flat_is_not_a_buy() -> None:
+    last = signals_of([100.0] * 60 + [99.99])[-1]
+    assert last["signal"] < 0.15
+    assert last["components"]["rsi"] == pytest.approx(1 / 14, abs=1e-4)
+
+
+def test_a_market_that_moves_every_bar_keeps_full_oscillator_votes() -> None:
+    last = signals_of(RISING)[-1]
+    assert last["components"]["rsi"] == -1.0  # a real run up is overbought
+
+
+def test_component_scores_take_the_share_of_the_window_that_moved() -> None:
+    values = {**NONE, "rsi": 100.0, "bb_lower": 99.0, "bb_mid": 100.0, "bb_upper": 101.0}
+    still = component_scores(values, 101.0, **KNOBS, moved={"rsi": 0.0, "bollinger": 0.0})
+    assert still["rsi"] == 0.0 and still["bollinger"] == 0.0
+    half = component_scores(values, 101.0, **KNOBS, moved={"rsi": 0.5, "bollinger": 0.5})
+    assert half["rsi"] == pytest.approx(-0.5) and half["bollinger"] == pytest.approx(-0.5)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"sma_fast": 100.0, "sma_slow": 100.0},
+        {"sma_fast": 100.0 + 1e-12, "sma_slow": 100.0},
+        {"macd_hist": 0.0},
+        {"macd_hist": 1e-13},
+        {"bb_lower": 100.0, "bb_mid": 100.0, "bb_upper": 100.0 + 1e-12},
+    ],
+)
+def test_degenerate_indicator_values_give_no_opinion(values: dict[str, float]) -> None:
+    scores = component_scores({**NONE, **values}, 100.0, **KNOBS)
+    assert all(score in (None, 0.0) for score in scores.values()), scores
