@@ -11,7 +11,7 @@ SHELL := /bin/bash
 
 PG_TEST_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: help run test test-pg lint venv redis stop-redis clean distclean screenshots bench
+.PHONY: help run test test-pg lint venv lock redis stop-redis clean distclean screenshots bench
 
 help:
 	@echo "make run         set up and run the panel at http://127.0.0.1:$${PORT:-8000}/ (Ctrl-C stops)"
@@ -20,7 +20,8 @@ help:
 	@echo "make lint        ruff check ."
 	@echo "make screenshots docs/screenshots/*.png from a throwaway stack (Chromium, light and dark)"
 	@echo "make bench       every benchmark in bench/, then bench/RESULTS.md (ARGS=--quick: a smoke pass)"
-	@echo "make venv        create/update .venv only"
+	@echo "make venv        create/update .venv only (from requirements-dev.lock)"
+	@echo "make lock        requirements*.lock from requirements*.txt (every package, with hashes)"
 	@echo "make redis       print a REDIS_URL that answers (starts the private Redis if needed)"
 	@echo "make stop-redis  stop the private Redis under var/redis"
 	@echo "make clean       stop the private Redis, remove var/ (database, logs, secrets)"
@@ -42,6 +43,13 @@ lint: venv
 
 venv:
 	@scripts/bootstrap.sh
+
+# The locks hold every package for every platform and Python >= 3.11 (--universal), each
+# with the hashes of all its files; edit requirements*.txt, then run this.
+LOCK = .venv/bin/uv pip compile --quiet --universal --generate-hashes --python-version 3.11
+lock: venv
+	$(LOCK) requirements.txt -o requirements.lock
+	$(LOCK) requirements-dev.txt -o requirements-dev.lock
 
 # Its own SQLite file, Redis prefix, worker and server; everything is removed afterwards.
 screenshots: venv

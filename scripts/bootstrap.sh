@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Create .venv (Python >= 3.11) and install requirements-dev.txt into it.
+# Create .venv (Python >= 3.11) and install requirements-dev.lock into it: every package,
+# transitive ones included, at the version and with the hashes the lock names
+# (pip --require-hashes), so a tampered or swapped download fails the install.
+# requirements*.txt are the human lists the locks come from (`make lock`).
 #
-# Re-installs only when the requirements files (or the interpreter) changed: a stamp
-# file in .venv holds a checksum of them, so a repeated `make run` costs well under a
+# Re-installs only when the lock (or the interpreter) changed: a stamp file in .venv
+# holds a checksum of them, so a repeated `make run` costs well under a
 # second here. Safe to run from several shells at once (a lock serialises installs).
 #
 # Env: PYTHON (default python3) picks the interpreter used to create the venv.
@@ -39,11 +42,11 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV" || die "could not create $VENV (on Debian/Ubuntu: apt-get install python3-venv)"
 fi
 
-# Checksum of what decides the installed set: both requirements files and the interpreter.
+# Checksum of what decides the installed set: the lock and the interpreter.
 want="$("$VENV/bin/python" - <<'EOF'
 import hashlib, sys
 h = hashlib.sha256(sys.version.encode())
-for name in ("requirements.txt", "requirements-dev.txt"):
+for name in ("requirements-dev.lock",):
     with open(name, "rb") as f:
         h.update(name.encode() + b"\0" + f.read())
 print(h.hexdigest())
@@ -51,9 +54,10 @@ EOF
 )"
 have="$(cat "$STAMP" 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
-    echo "bootstrap: installing requirements-dev.txt into $VENV" >&2
+    echo "bootstrap: installing requirements-dev.lock into $VENV" >&2
     rm -f "$STAMP"
-    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --quiet -r requirements-dev.txt \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install --quiet --require-hashes --no-deps \
+        -r requirements-dev.lock \
         || die "pip install failed (see above)"
     echo "$want" > "$STAMP"
 fi

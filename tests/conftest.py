@@ -278,13 +278,13 @@ def spawn_worker(transactional_db, worker_log_dir, settings) -> Iterator[Callabl
     settings.CELERY_TASK_DEFAULT_QUEUE = f"control-{own}"
     started: list[WorkerProcess] = []
 
-    def spawn(loops_only: bool = True, **kwargs) -> WorkerProcess:
+    def spawn(loops_only: bool = True, env: dict[str, str] | None = None, **kwargs) -> WorkerProcess:
         queues = (
             settings.LOOP_QUEUE
             if loops_only
             else f"{settings.LOOP_QUEUE},{settings.CELERY_TASK_DEFAULT_QUEUE}"
         )
-        worker = WorkerProcess(worker_log_dir, queues=queues, **kwargs).start()
+        worker = WorkerProcess(worker_log_dir, queues=queues, **kwargs).start(env)
         started.append(worker)
         return worker
 

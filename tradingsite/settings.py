@@ -173,6 +173,9 @@ CELERY_BEAT_SCHEDULE = {
 # --- Runtime ----------------------------------------------------------------
 # Per-agent log files live here; the log tail refuses any path outside it.
 LOG_DIR = Path(env.str("LOG_DIR", default=str(VAR_DIR / "logs"))).resolve()
+# Modules of agent kinds beyond the built-in ones, imported at start so they register
+# themselves (comma-separated dotted paths; docs/agent-kinds.md).
+AGENT_KIND_MODULES = env.list("AGENT_KIND_MODULES", default=[])
 # CSV files the market_data agent may replay must lie under this folder.
 MARKET_DATA_DIR = Path(env.str("MARKET_DATA_DIR", default=str(VAR_DIR / "market_data"))).resolve()
 # A loop writes last_heartbeat/metrics to the database at most this often (Redis every tick).
