@@ -37,7 +37,7 @@ cat <<EOF
   Paper trading control panel:  http://127.0.0.1:$PORT/
   Log in as admin; the password is in var/admin-password
       (cat var/admin-password)
-  Redis: $REDIS_URL   Stop everything with Ctrl-C.
+  Redis: $(.venv/bin/python -m agents.net.redact "$REDIS_URL")   Stop everything with Ctrl-C.
   ------------------------------------------------------------------
 
 EOF
