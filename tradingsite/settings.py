@@ -9,9 +9,12 @@ from pathlib import Path
 import environ
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+
+# Everything this checkout writes (the SQLite database, the development secret key, logs,
+# beat's schedule): var/ unless VAR_DIR says otherwise (a second stack on one checkout).
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
 
 # --- Core -------------------------------------------------------------------
 # DEBUG defaults on for a developer's checkout; production sets DEBUG=0.
