@@ -23,7 +23,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": ok}, status=200 if ok else 503)
 
 
-
 @login_not_required
 @require_GET
 def agent_logs(request: HttpRequest, agent_id: str):
