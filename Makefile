@@ -1,7 +1,8 @@
 # Paper trading control panel. Needs Python >= 3.11 and nothing else: everything else is
 # installed into .venv, and a private Redis is started under var/ when none answers.
 #
-#   make run        set up, migrate, seed the demo, run web + workers + beat (Ctrl-C stops all)
+#   make run        set up, migrate, seed the demo, run web + workers + beat, restarting any
+#                   that dies (scripts/supervise.py; Ctrl-C stops all)
 #   make test       set up, ruff, then the whole pytest suite (ARGS="-k name" to narrow it)
 #
 # Settings come from the environment (see README.md, Configuration).

@@ -19,7 +19,8 @@ def run_agent(agent_id: str, run_id: str) -> str:
 
 @worker_ready.connect
 def _start_worker_heartbeat(sender=None, **_kwargs) -> None:
-    worker_heartbeat.start(sender.hostname if sender is not None else "worker")
+    hostname = sender.hostname if sender is not None else "worker"
+    worker_heartbeat.start(hostname, worker_heartbeat.queues_of(sender))
 
 
 @worker_shutting_down.connect

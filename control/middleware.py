@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.views.defaults import page_not_found
 
 from control.errors import json_error
 
@@ -21,7 +22,6 @@ class LoginRequired(LoginRequiredMiddleware):
         if request.path_info.startswith("/api/"):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
-
 
 
 class RequestLimits:
@@ -53,3 +53,53 @@ class RequestLimits:
         if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.GET.items()):
             return json_error(400, "The address contains a NUL byte (%00).", "bad_request")
         return self.get_response(request)
+
+
+class ContentSecurityPolicy:
+    """Send settings.CONTENT_SECURITY_POLICY with every response that has none of its own.
+
+    The policy lets the pages load scripts, styles, fonts and images from this site only
+    and talk (fetch, websockets) to this site only; see the setting for why each part is
+    what it is.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        self.policy = "; ".join(
+            f"{name} {' '.join(sources)}" for name, sources in settings.CONTENT_SECURITY_POLICY.items()
+        )
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if self.policy and "Content-Security-Policy" not in response:
+            response["Content-Security-Policy"] = self.policy
+        return response
+
+
+class PlainNotFoundUnlessStaff:
+    """With DEBUG on, Django answers a URL that matches nothing with its technical 404, a
+    list of every URL pattern of the site. Only a logged-in staff user gets it; anyone else
+    gets the plain 404 a production site answers (a view's own 404 answer is left alone).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        # resolver_match is None when no URL pattern matched: the 404 is the resolver's.
+        if response.status_code == 404 and getattr(request, "resolver_match", None) is None:
+            return self._plain(request, Http404()) or response
+        return response
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if isinstance(exception, Http404):
+            return self._plain(request, exception)
+        return None
+
+    @staticmethod
+    def _plain(request: HttpRequest, exception: Http404) -> HttpResponse | None:
+        user = getattr(request, "user", None)
+        if not settings.DEBUG or (user is not None and user.is_active and user.is_staff):
+            return None
+        return page_not_found(request, exception)

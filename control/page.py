@@ -183,7 +183,7 @@ def card_log_lines(agent_id: str) -> list[str]:
 
 
 def _short_line(line: str) -> str:
-    """"2026-11-25T16:41:11.106Z INFO agents.agent.feed: message" -> "16:41:11 INFO message"."""
+    """ "2026-11-25T16:41:11.106Z INFO agents.agent.feed: message" -> "16:41:11 INFO message"."""
     parts = line.split(" ", 3)
     if len(parts) == 4 and len(parts[0]) >= 19 and parts[2].endswith(":"):
         return f"{parts[0][11:19]} {parts[1]} {parts[3]}"[:200]
@@ -306,7 +306,9 @@ def system_alerts(report: dict[str, Any]) -> list[dict[str, str]]:
             }
         )
     elif not checks.get("workers", {}).get("ok", True):
-        alerts.append({"level": "danger", "text": "No Celery worker is running: nothing can start or trade."})
+        # The workers check names each queue without a worker, and what stops.
+        text = checks["workers"].get("error") or "no Celery worker is running"
+        alerts.append({"level": "danger", "text": f"{text[:1].upper()}{text[1:]}."})
     if not checks.get("channel_layer", {}).get("ok", True):
         alerts.append(
             {"level": "warning", "text": "The channel layer does not answer: live updates may stall."}

@@ -22,6 +22,7 @@ from django.utils import timezone
 from agents.graph import upstream_first
 from agents.kinds import ConfigError, UnknownKind, validate_config
 from agents.models import Agent, LogEntry
+from agents.net.redact import redact_text, redact_url
 from agents.runtime import flags, keys
 from agents.runtime.redis import get_redis
 from agents.states import LIVE_STATUSES, Desired, Status
@@ -51,7 +52,8 @@ def require_redis() -> redis.Redis:
         client.ping()
     except redis.RedisError as exc:
         raise DependencyDown(
-            f"Redis at {settings.REDIS_URL} is unreachable ({exc}); nothing was changed.",
+            f"Redis at {redact_url(settings.REDIS_URL)} is unreachable ({redact_text(str(exc))}); "
+            "nothing was changed.",
             code="redis_unavailable",
         ) from exc
     return client

@@ -167,7 +167,7 @@ case "${1:-}" in
         need_venv
         url="${REDIS_URL:-redis://127.0.0.1:6379/0}"
         if answers "$url"; then echo "$url"; exit 0; fi
-        note "no Redis answers at $url; using a private one under var/redis"
+        note "no Redis answers at $("$PY" -m agents.net.redact "$url"); using a private one under var/redis"
         mkdir -p "$DIR"
         if command -v flock >/dev/null 2>&1; then
             exec flock -o "$DIR/.lock" "$SELF" --locked

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # `make run`: set up, then run web, workers and beat from the Procfile until Ctrl-C.
 #
-# Ctrl-C (or SIGTERM) reaches honcho, which sends SIGTERM to each process group it started
-# and SIGKILL to whatever is left 5 s later, then exits. The private Redis, if one was
+# scripts/supervise.py runs the Procfile's processes and restarts one that dies (a line
+# says which, how, and when it comes back), leaving the others running. Ctrl-C (or
+# SIGTERM) reaches the supervisor, which sends SIGTERM to each process group it started
+# and SIGKILL to whatever is left 8 s later, then exits 0. The private Redis, if one was
 # started, keeps running for the next run; `make stop-redis` stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +19,7 @@ export PYTHONUNBUFFERED=1
 export VIRTUAL_ENV="$PWD/.venv"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 
-# Fail now, with a sentence, rather than have daphne die and honcho stop everything.
+# Fail now, with a sentence, rather than have daphne die and be restarted again and again.
 if ! .venv/bin/python -c '
 import socket, sys
 with socket.socket() as s:
@@ -37,9 +39,9 @@ cat <<EOF
   Paper trading control panel:  http://127.0.0.1:$PORT/
   Log in as admin; the password is in var/admin-password
       (cat var/admin-password)
-  Redis: $REDIS_URL   Stop everything with Ctrl-C.
+  Redis: $(.venv/bin/python -m agents.net.redact "$REDIS_URL")   Stop everything with Ctrl-C.
   ------------------------------------------------------------------
 
 EOF
 
-exec .venv/bin/honcho start -f Procfile
+exec .venv/bin/python scripts/supervise.py --procfile Procfile

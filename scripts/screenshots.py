@@ -283,7 +283,9 @@ def main() -> int:
     from django.conf import settings
     from django.core.management import call_command
 
-    say(f"throwaway stack in {tmp}, Redis {settings.REDIS_URL} under prefix {prefix}")
+    from agents.net.redact import redact_url
+
+    say(f"throwaway stack in {tmp}, Redis {redact_url(settings.REDIS_URL)} under prefix {prefix}")
     worker = server = None
     loops_started = False
     try:

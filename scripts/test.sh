@@ -26,6 +26,9 @@ if [ "$lint" = 1 ]; then
     .venv/bin/ruff check .
 fi
 
-echo "test: pytest (DATABASE_URL=${DATABASE_URL:-sqlite default}, REDIS_URL=$REDIS_URL, REDIS_PREFIX=$REDIS_PREFIX)" >&2
+# URLs are shown without their passwords.
+shown_db="$(if [ -n "${DATABASE_URL:-}" ]; then .venv/bin/python -m agents.net.redact "$DATABASE_URL"; else echo "sqlite default"; fi)"
+shown_redis="$(.venv/bin/python -m agents.net.redact "$REDIS_URL")"
+echo "test: pytest (DATABASE_URL=$shown_db, REDIS_URL=$shown_redis, REDIS_PREFIX=$REDIS_PREFIX)" >&2
 # A run that collects no test fails (pytest exits 5): an empty suite is not a pass.
 exec .venv/bin/python -m pytest "$@"

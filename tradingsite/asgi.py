@@ -13,6 +13,10 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from control.routing import websocket_urlpatterns  # noqa: E402
+from tradingsite import http_limits  # noqa: E402
+
+# Headers over daphne's limits answer 431 instead of a dropped connection.
+http_limits.install()
 
 application = ProtocolTypeRouter(
     {

@@ -7,18 +7,33 @@ deployments.
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
+
+from tradingsite.private_files import private_dir, private_sqlite
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
+
+# Everything this checkout writes (the SQLite database, the development secret key, logs,
+# beat's schedule): var/ unless VAR_DIR says otherwise (a second stack on one checkout).
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
+# Readable by this user only (tradingsite.private_files): the database, keys, logs.
+private_dir(VAR_DIR)
 
 # --- Core -------------------------------------------------------------------
 # DEBUG defaults on for a developer's checkout; production sets DEBUG=0.
 DEBUG = env.bool("DEBUG", default=True)
-# A development key is generated into var/ on first use so nothing secret is committed;
-# production must set SECRET_KEY.
+# A development key is generated into var/ on first use so nothing secret is committed.
+# With DEBUG=0 the key must be given: a generated one differs between machines (a login
+# on one web process is unknown to the next) and is lost with var/; so refuse to start.
 SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "DEBUG=0 needs SECRET_KEY: set it to a long random value, the same on every process "
+        "(for example the output of: python -c 'import secrets; print(secrets.token_urlsafe(50))'). "
+        "A generated development key is used only with DEBUG=1."
+    )
 if not SECRET_KEY:
     from tradingsite.devsecret import development_secret_key
 
@@ -30,6 +45,17 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    # A plain-HTTP request that reaches the site through the proxy is sent to https; the
+    # liveness probe is exempt (load balancers call it over plain HTTP from inside).
+    SECURE_SSL_REDIRECT = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+# HSTS: browsers then refuse plain HTTP to this host for that many seconds. Set it once
+# the site is served over HTTPS only, for good: browsers remember it, it is hard to undo.
+SECURE_HSTS_SECONDS = env.int("HSTS_SECONDS", default=0)
+# The same for every subdomain, and consent to the browsers' preload list: opt in only
+# when every subdomain is HTTPS too.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("HSTS_PRELOAD", default=False)
 # The web port, used by `make run` and printed in its banner.
 PORT = env.int("PORT", default=8000)
 
@@ -53,6 +79,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "control.middleware.ContentSecurityPolicy",
     # Oversized bodies (413) and NUL bytes in the URL (400), before anything reads them.
     "control.middleware.RequestLimits",
     # daphne serves no static files; WhiteNoise does, in development and production.
@@ -62,6 +89,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "control.middleware.LoginRequired",
+    # With DEBUG on, the URL list of Django's technical 404 for staff only.
+    "control.middleware.PlainNotFoundUnlessStaff",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -102,6 +131,25 @@ TOKEN_THROTTLE_FAILURES = env.int("TOKEN_THROTTLE_FAILURES", default=20)
 # Workers fetch only public http(s) hosts (agents/net/url_policy.py); hosts listed here,
 # comma-separated `host` or `host:port`, may also be private or loopback addresses.
 FETCH_ALLOWED_HOSTS = env.list("FETCH_ALLOWED_HOSTS", default=[])
+# --- Content-Security-Policy (control.middleware.ContentSecurityPolicy) ------
+# Everything from this site only: no inline or eval'd script (htmx's eval is off in
+# templates/base.html, no page uses hx-on or inline handlers), so injected markup cannot
+# run script. Styles allow inline: the templates use a few style attributes and the log
+# viewer a <style> block, and htmx and Bootstrap set styles; CSS runs no script. Images
+# allow data: (Bootstrap's icons in its CSS are data: SVGs). 'self' in connect-src covers
+# the site's own ws:/wss: (the live page, the log tail).
+CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'", "'unsafe-inline'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "/"
@@ -123,6 +171,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": env.int("SQLITE_TIMEOUT", default=20),
         "transaction_mode": "IMMEDIATE",
     }
+    if DATABASES["default"]["NAME"] and DATABASES["default"]["NAME"] != ":memory:":
+        private_sqlite(Path(DATABASES["default"]["NAME"]))
     # Tests need a file (not :memory:) so worker processes see the same database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-{_test_run or 'db'}.sqlite3")}
 else:
@@ -176,6 +226,7 @@ LOG_DIR = Path(env.str("LOG_DIR", default=str(VAR_DIR / "logs"))).resolve()
 # Modules of agent kinds beyond the built-in ones, imported at start so they register
 # themselves (comma-separated dotted paths; docs/agent-kinds.md).
 AGENT_KIND_MODULES = env.list("AGENT_KIND_MODULES", default=[])
+private_dir(LOG_DIR)
 # CSV files the market_data agent may replay must lie under this folder.
 MARKET_DATA_DIR = Path(env.str("MARKET_DATA_DIR", default=str(VAR_DIR / "market_data"))).resolve()
 # A loop writes last_heartbeat/metrics to the database at most this often (Redis every tick).
@@ -216,7 +267,13 @@ USE_TZ = True
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    # URL passwords (REDIS_URL, DATABASE_URL) are masked in every console line.
+    "formatters": {
+        "plain": {
+            "()": "agents.net.redact.RedactingFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        }
+    },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     # Agent loggers write to their own files (agents.runtime.logs), not the console.

@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connection
 from django.db.utils import Error as DatabaseError
 
+from agents.net.redact import redact_text, redact_url
 from agents.runtime.redis import get_redis
 from control.errors import ServiceError
 
@@ -19,12 +20,16 @@ def require_backends(*, redis_needed: bool = True) -> None:
         with connection.cursor() as cur:
             cur.execute("SELECT 1")
     except DatabaseError as exc:
-        raise CommandError(f"The database is unreachable ({connection.vendor}): {exc}") from exc
+        raise CommandError(
+            f"The database is unreachable ({connection.vendor}): {redact_text(str(exc))}"
+        ) from exc
     if redis_needed:
         try:
             get_redis().ping()
         except redis.RedisError as exc:
-            raise CommandError(f"Redis at {settings.REDIS_URL} is unreachable: {exc}") from exc
+            raise CommandError(
+                f"Redis at {redact_url(settings.REDIS_URL)} is unreachable: {redact_text(str(exc))}"
+            ) from exc
 
 
 class ControlCommand(BaseCommand):

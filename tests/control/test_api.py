@@ -496,19 +496,14 @@ def test_the_interactive_docs_answer_for_a_logged_in_user(viewer_client):
 def test_healthz_answers_ok_without_auth(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    body = response.json()
-    assert body["ok"] is True
-    assert body["checks"]["database"]["ok"] and body["checks"]["redis"]["ok"]
+    assert response.json() == {"ok": True}
 
 
 def test_healthz_is_503_when_redis_is_down(client, settings):
     settings.REDIS_URL = DEAD_REDIS
     response = client.get("/healthz")
     assert response.status_code == 503
-    body = response.json()
-    assert body["ok"] is False
-    assert body["checks"]["redis"]["ok"] is False
-    assert body["checks"]["database"]["ok"] is True
+    assert response.json() == {"ok": False}
 
 
 def test_starting_an_agent_while_redis_is_down_is_503_and_changes_nothing(

@@ -6,8 +6,11 @@ import uuid
 
 import pytest
 
-from agents.runtime import keys
+from agents.runtime import keys, worker_heartbeat
+from control import health
 from control.health import WEIGHTS, score
+from control.page import system_alerts
+from tests.conftest import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -28,12 +31,19 @@ def no_workers(settings):
     settings.REDIS_PREFIX = f"{settings.REDIS_PREFIX}health-{uuid.uuid4().hex[:8]}:"
 
 
-@pytest.fixture
-def live_worker(no_workers, redis_client):
+def write_heartbeat(redis_client, hostname: str, queues: list[str]) -> str:
     """A worker's heartbeat key, as agents.runtime.worker_heartbeat writes it."""
-    hostname = "w-test@pytest"
     key = keys.worker(hostname)
-    redis_client.set(key, json.dumps({"hostname": hostname, "pid": 1, "started": time.time()}), ex=30)
+    body = {"hostname": hostname, "pid": 1, "queues": queues, "started": time.time(), "ts": time.time()}
+    redis_client.set(key, json.dumps(body), ex=30)
+    return key
+
+
+@pytest.fixture
+def live_worker(no_workers, redis_client, settings):
+    """One worker taking both queues."""
+    hostname = "w-test@pytest"
+    key = write_heartbeat(redis_client, hostname, [settings.LOOP_QUEUE, settings.CELERY_TASK_DEFAULT_QUEUE])
     yield hostname
     redis_client.delete(key)
 
@@ -75,6 +85,33 @@ def test_a_live_worker_key_counts_as_a_worker(viewer_client, live_worker):
     assert workers["ok"] is True
     assert workers["count"] == 1
     assert workers["hostnames"] == [live_worker]
+
+
+def test_a_control_worker_alone_is_not_a_loop_worker(viewer_client, no_workers, redis_client, settings):
+    key = write_heartbeat(redis_client, "control@pytest", [settings.CELERY_TASK_DEFAULT_QUEUE])
+    try:
+        body = get_health(viewer_client)
+    finally:
+        redis_client.delete(key)
+    workers = body["checks"]["workers"]
+    assert workers["ok"] is False
+    assert workers["queues"][settings.LOOP_QUEUE] == {"ok": False, "hostnames": []}
+    assert workers["queues"][settings.CELERY_TASK_DEFAULT_QUEUE] == {
+        "ok": True,
+        "hostnames": ["control@pytest"],
+    }
+    assert f"loop queue ('{settings.LOOP_QUEUE}')" in workers["error"]
+    assert "control queue" not in workers["error"]
+    assert body["score"] < 100
+
+
+def test_a_worker_of_another_queue_counts_for_none(viewer_client, no_workers, redis_client):
+    key = write_heartbeat(redis_client, "other@pytest", ["someone-elses-queue"])
+    try:
+        workers = get_health(viewer_client)["checks"]["workers"]
+    finally:
+        redis_client.delete(key)
+    assert workers["ok"] is False and workers["count"] == 0
 
 
 def test_health_reports_redis_down_instead_of_failing(viewer_client, settings):
@@ -129,6 +166,13 @@ def test_a_missing_check_counts_as_failing():
     assert score({}, CALM_HOST, 0) == 0
 
 
+def test_each_queue_without_a_worker_costs_its_share_of_the_workers_weight():
+    loops_down = {"ok": False, "queues": {"loops": {"ok": False}, "control": {"ok": True}}}
+    assert score({**ALL_OK, "workers": loops_down}, CALM_HOST, 0) == 100 - WEIGHTS["workers"] // 2
+    both_down = {"ok": False, "queues": {"loops": {"ok": False}, "control": {"ok": False}}}
+    assert score({**ALL_OK, "workers": both_down}, CALM_HOST, 0) == 100 - WEIGHTS["workers"]
+
+
 def test_each_failing_check_costs_its_weight():
     # database 35 + redis 35 pass; workers 20 and channel layer 10 fail.
     checks = {**ALL_OK, "workers": {"ok": False}, "channel_layer": {"ok": False}}
@@ -154,3 +198,39 @@ def test_exactly_90_percent_memory_and_disk_cost_nothing():
 def test_the_score_never_goes_below_0():
     checks = {**{name: {"ok": False} for name in WEIGHTS}, "channel_layer": {"ok": True}}
     assert score(checks, {"memory_percent": 99.0, "disk_percent": 99.0}, 10) == 0
+
+
+# --- real workers, one per queue -------------------------------------------------------------------
+
+
+def test_a_killed_loop_worker_is_reported_by_its_queue_while_the_control_worker_lives(
+    spawn_worker, worker_log_dir, settings
+):
+    """The loop worker SIGKILLed, the control worker alive: health is not "ok" for long
+    (a killed worker's key lapses within TTL_SECONDS), the score drops by the loop queue's
+    share, and the alert names the loop queue."""
+    loops, control = settings.LOOP_QUEUE, settings.CELERY_TASK_DEFAULT_QUEUE
+    loop_worker = spawn_worker()  # takes the loop queue only
+    control_worker = WorkerProcess(worker_log_dir, queues=control).start()
+    try:
+        workers = health.check_workers()
+        assert workers["ok"] is True
+        assert workers["queues"][loops]["hostnames"] == [loop_worker.hostname]
+        assert workers["queues"][control]["hostnames"] == [control_worker.hostname]
+
+        loop_worker.kill()
+        workers = wait_for(
+            lambda: (w := health.check_workers()) and not w["queues"][loops]["ok"] and w,
+            timeout=worker_heartbeat.TTL_SECONDS + 5,
+            what="the killed loop worker to drop out of health",
+        )
+        assert workers["ok"] is False
+        assert workers["queues"][control]["ok"] is True
+        report = health.health()
+        assert report["score"] <= 100 - WEIGHTS["workers"] // 2
+        assert report["score"] == score(report["checks"], report["host"], report["stale_heartbeats"])
+        alerts = [a["text"] for a in system_alerts(report)]
+        assert any(f"loop queue ('{loops}')" in text for text in alerts), alerts
+        assert not any("control queue" in text for text in alerts), alerts
+    finally:
+        control_worker.stop()

@@ -1,0 +1,76 @@
+"""Passwords out of URLs before a URL (or a message that may hold one) is shown.
+
+`REDIS_URL` and `DATABASE_URL` may carry credentials (`redis://default:secret@host`,
+`postgres://user:secret@host/db`, `redis://host?password=secret`). Every error, log line,
+health answer, page or script banner that names such a URL passes it through here first,
+so there is one rule for what counts as secret.
+
+    python -m agents.net.redact URL    prints the URL without its password (for scripts)
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+MASK = "***"
+# Query parameters that carry a credential (redis-py reads `password` from the query).
+SECRET_PARAMS = frozenset({"password", "passwd", "pass", "pwd", "secret", "token", "key", "api_key"})
+# scheme://user:password@  anywhere in a text (the password part runs to the last '@'
+# before the host, so a password holding '@' or ':' is masked whole).
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)(?P<secret>[^\s/]*)@")
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&](?:" + "|".join(sorted(SECRET_PARAMS)) + r")=)(?P<secret>[^&\s#]*)", re.IGNORECASE
+)
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (in its user info or its query) replaced by ***.
+
+    A URL without a password comes back unchanged; so does text that is not a URL,
+    except that anything shaped like `scheme://user:secret@` in it is still masked.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed netloc
+    except ValueError:
+        return redact_text(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _password = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{hostport}" if colon else f"{userinfo}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() in SECRET_PARAMS for k, _ in pairs):
+            query = urlencode([(k, MASK if k.lower() in SECRET_PARAMS else v) for k, v in pairs], safe="*")
+    # Put back only the parts that changed: rebuilding the whole URL would normalise the
+    # rest (`sqlite:////abs/path` loses two slashes).
+    if netloc != parts.netloc:
+        url = url.replace(parts.netloc, netloc, 1)
+    if query != parts.query:
+        url = url.replace(f"?{parts.query}", f"?{query}", 1)
+    return url
+
+
+def redact_text(text: str) -> str:
+    """`text` (an exception's message, a log line) with every URL password in it masked."""
+    text = _USERINFO.sub(lambda m: f"{m['head']}{MASK}@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter that masks URL passwords in the whole line, traceback included
+    (a connection error's message may quote the URL it failed on)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m agents.net.redact URL")
+    print(redact_url(sys.argv[1]))
