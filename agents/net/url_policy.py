@@ -28,6 +28,8 @@ from typing import Annotated
 import idna
 from pydantic import AfterValidator
 
+from agents.net.redact import redact_url
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 SCHEMES = {"http": 80, "https": 443}
@@ -211,13 +213,8 @@ FetchableUrl = Annotated[str, AfterValidator(check_url)]
 
 
 def display_url(text: str) -> str:
-    """`text` fit for a log line or a page: no user name or password, no control characters."""
-    try:
-        parts = urllib.parse.urlsplit(text.strip())
-        if "@" in parts.netloc:
-            parts = parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1])
-        shown = urllib.parse.urlunsplit(parts)
-    except ValueError:
-        shown = "(a URL that cannot be read)"
+    """`text` fit for a log line or a page: no password (agents.net.redact's one rule), no
+    control characters, not longer than a line."""
+    shown = redact_url(text.strip())
     shown = "".join(c if c.isprintable() else "?" for c in shown)
     return shown if len(shown) <= 200 else shown[:199] + "…"
