@@ -199,3 +199,15 @@ def test_last_active_comes_from_the_loop_and_a_card_without_one_can_still_tick(m
     now = time.time()
     redis_client.hset(keys.metrics("agent", "feed"), "last_active", repr(now))
     assert page.agent_cards()[0].agent["last_active"].timestamp() == pytest.approx(now, abs=0.001)
+
+
+def test_the_menu_links_the_api_docs_for_everyone_and_the_admin_for_staff(client, viewer, operator):
+    client.force_login(viewer)
+    page = client.get("/").content.decode()
+    assert 'href="/api/docs"' in page
+    assert 'href="/admin/"' not in page
+    operator.is_staff = True
+    operator.save()
+    client.force_login(operator)
+    page = client.get("/").content.decode()
+    assert 'href="/api/docs"' in page and 'href="/admin/"' in page
