@@ -24,6 +24,7 @@ from functools import wraps
 
 import redis
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -45,9 +46,25 @@ def client_address(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
+def login_name(username: str) -> str:
+    """The name a login attempt counts against: every spelling that can log in as one
+    account gives the same name.
+
+    The login form strips the name and applies the user model's normalize_username
+    (NFKC) before the lookup, so full-width letters, ligatures ("\ufb01" is "fi") and other
+    compatibility forms reach the same account; they must reach the same counter.
+    Case is folded too (and normalised again, since folding can undo NFKC): the lookup
+    is case-sensitive, so this only makes "Operator" and "operator" share a counter,
+    which costs nothing and leaves no case to try.
+    """
+    normalize = get_user_model().normalize_username
+    name = normalize(username.strip()).strip()
+    return normalize(name.casefold())
+
+
 def _login_limits(request: HttpRequest, username: str) -> list[tuple[str, int]]:
     return [
-        (_key("login-user", username.strip().casefold()), settings.LOGIN_THROTTLE_FAILURES),
+        (_key("login-user", login_name(username)), settings.LOGIN_THROTTLE_FAILURES),
         (_key("login-addr", client_address(request)), settings.LOGIN_THROTTLE_ADDRESS_FAILURES),
     ]
 

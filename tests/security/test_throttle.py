@@ -77,8 +77,12 @@ def test_logins_are_allowed_again_when_the_window_passes(operator, settings):
     settings.LOGIN_THROTTLE_WINDOW_SECONDS = 1
     fail(Client(), "operator", 3)
     assert login(Client(), "operator", "pw-operator").status_code == 429
-    wait_for(lambda: login(Client(), "operator", "pw-operator").status_code == 302, timeout=5, interval=0.2,
-             what="the throttle window to pass")
+    wait_for(
+        lambda: login(Client(), "operator", "pw-operator").status_code == 302,
+        timeout=5,
+        interval=0.2,
+        what="the throttle window to pass",
+    )
 
 
 def test_unknown_bearer_tokens_from_an_address_are_throttled(graph, operator):
@@ -93,3 +97,44 @@ def test_unknown_bearer_tokens_from_an_address_are_throttled(graph, operator):
     assert client.get("/system/agents/feed/logs", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 401
     other = Client(REMOTE_ADDR="10.0.0.8")
     assert other.get("/api/agents", HTTP_AUTHORIZATION=f"Bearer {raw}").status_code == 200
+
+
+# Spellings the login form turns into "operator" (NFKC) or that differ only in case; each
+# one must count against, and be refused by, the same counter as the plain name.
+LOOK_ALIKES = [
+    pytest.param("ｏｐｅｒａｔｏｒ", id="full-width"),
+    pytest.param("𝐨𝐩𝐞𝐫𝐚𝐭𝐨𝐫", id="mathematical-bold"),
+    pytest.param("ⓞⓟⓔⓡⓐⓣⓞⓡ", id="circled"),
+    pytest.param("ᵒperator", id="superscript"),
+    pytest.param("OpErAtOr", id="mixed-case"),
+    pytest.param("\u3000operator\u3000", id="ideographic-spaces"),
+]
+
+
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/"])
+@pytest.mark.parametrize("spelling", LOOK_ALIKES)
+def test_a_look_alike_name_does_not_bypass_the_throttle(operator, path, spelling):
+    operator.is_staff = True  # the admin's form refuses non-staff before any throttle matters
+    operator.save()
+    fail(Client(), "operator", 3, path=path)
+    assert login(Client(), spelling, "pw-operator", path=path, addr="10.9.9.9").status_code == 429
+
+
+@pytest.mark.parametrize("path", ["/login/", "/admin/login/"])
+@pytest.mark.parametrize("spelling", LOOK_ALIKES)
+def test_failures_under_a_look_alike_name_count_for_the_plain_one(operator, path, spelling):
+    operator.is_staff = True
+    operator.save()
+    fail(Client(), spelling, 3, path=path)
+    assert login(Client(), "operator", "pw-operator", path=path, addr="10.9.9.9").status_code == 429
+
+
+def test_a_ligature_spelling_shares_the_counter(django_user_model):
+    django_user_model.objects.create_user("profit", password="pw-profit")
+    fail(Client(), "pro\ufb01t", 3)  # "ﬁ" is one character; NFKC makes it "fi"
+    assert login(Client(), "profit", "pw-profit", addr="10.9.9.9").status_code == 429
+
+
+def test_the_full_width_name_logs_in_when_not_throttled(operator):
+    """The form really does accept the look-alike (why the throttle must fold it)."""
+    assert login(Client(), "ｏｐｅｒａｔｏｒ", "pw-operator").status_code == 302
