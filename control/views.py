@@ -10,7 +10,7 @@ from agents.models import Agent
 from agents.runtime.logs import log_path, tail
 from control import health
 from control.auth import request_user
-from control.errors import json_error
+from control.errors import Throttled, json_error
 
 MAX_LINES = 5000
 
@@ -23,12 +23,15 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(report, status=200 if report["ok"] else 503)
 
 
-
 @login_not_required
 @require_GET
 def agent_logs(request: HttpRequest, agent_id: str):
     """Last N lines of the agent's log file (API.md "Log tail")."""
-    if request_user(request) is None:
+    try:
+        user = request_user(request)
+    except Throttled as exc:
+        return exc.response()
+    if user is None:
         return json_error(401, "Log in, or send 'Authorization: Bearer <token>'.", "not_authenticated")
     raw_lines = request.GET.get("lines", "100")
     try:
