@@ -62,9 +62,15 @@ def request_user(request: HttpRequest):
     return user
 
 
+def may_control(user) -> bool:
+    """Whether the user may act (start, stop, change an agent or a session), not only
+    watch. The one rule for the API, the panel and the admin."""
+    return user.is_active and user.has_perm(CONTROL_PERMISSION)
+
+
 def require_control(user) -> None:
     """Raise Forbidden (403) unless the user may act (not only watch)."""
-    if not user.has_perm(CONTROL_PERMISSION):
+    if not may_control(user):
         raise Forbidden("You can watch but not act: your account lacks the 'control' permission.")
 
 
