@@ -15,7 +15,8 @@ Errors are ``{"type": "error", "detail": "<sentence>"}`` followed by a close.
 Query parameters (both optional): ``level`` (minimum level, as in the tail endpoint)
 and ``q`` (case-insensitive substring).
 
-Close codes: 4401 anonymous, 4400 bad parameter, 4404 unknown agent (or what lies at the
+Close codes: 4401 anonymous (also when the login ends while open: control.socket_auth),
+4400 bad parameter, 4404 unknown agent (or what lies at the
 log's name is not a plain file: agents.runtime.logs.open_log), 1011 reading failed.
 
 File polling is the mechanism on purpose: it needs nothing from the agent's process (the
@@ -53,6 +54,7 @@ from agents.runtime.logs import (
     log_path,
     open_log,
 )
+from control.socket_auth import LoginWatch
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +321,7 @@ class LogTailConsumer(AsyncJsonWebsocketConsumer):
 
     follower: LogFollower | None = None
     follow_task: asyncio.Task | None = None
+    watch: LoginWatch | None = None
 
     async def connect(self) -> None:
         # Errors accept first, then close with a code: a close before the accept would
@@ -352,8 +355,20 @@ class LogTailConsumer(AsyncJsonWebsocketConsumer):
             return
         await self.accept()
         self.follow_task = asyncio.create_task(self._follow(), name=f"log-tail:{agent_id}")
+        # Any logged-in user may read logs: only the login itself is re-checked.
+        self.watch = LoginWatch(self.scope, self._login_lost, had_control=False)
+        self.watch.start()
+
+    async def _login_lost(self, code: int) -> None:
+        task, self.follow_task = self.follow_task, None
+        if task is not None:  # no line is sent once the login is gone
+            task.cancel()
+            await asyncio.wait({task})
+        await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
+        if self.watch is not None:
+            await self.watch.stop()
         task, self.follow_task = self.follow_task, None
         if task is not None:
             task.cancel()
