@@ -4,9 +4,11 @@ unknown bearer tokens per address.
 Counters are Redis keys under REDIS_PREFIX (`throttle:<scope>:<sha256 of the value>`),
 shared by every web process. A counter starts at the first failure and expires
 LOGIN_THROTTLE_WINDOW_SECONDS later (a fixed window): once it reaches its limit, every
-attempt is refused, even with the right password, until the window passes. A successful
-login clears its username's counter. Refused attempts do not count, so the window is not
-extended by a client that keeps trying.
+login attempt is refused, even with the right password, until the window passes; unknown
+bearer tokens get 429 instead of 401, but a valid token is still accepted (control.auth).
+Every refusal is a 429 with Retry-After. A successful login clears its username's
+counter. Refused attempts do not count, so the window is not extended by a client that
+keeps trying.
 
 Chosen over django-axes: that needs its own models (or cache), an authentication backend
 that makes authenticate() without a request fail (the test client's login(), scripts),
