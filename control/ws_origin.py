@@ -36,6 +36,8 @@ def _origin(url: str) -> tuple[str, str, int] | None:
         return None
     if scheme not in DEFAULT_PORTS or not host or parts.path not in ("", "/") or parts.query:
         return None
+    if parts.username is not None or parts.password is not None:  # never in a real Origin
+        return None
     return scheme, host.lower().rstrip("."), port or DEFAULT_PORTS[scheme]
 
 

@@ -53,6 +53,7 @@ def test_a_default_port_is_the_same_origin_written_or_not():
         pytest.param("null", id="null"),
         pytest.param("", id="empty"),
         pytest.param("http://127.0.0.1:99999", id="bad-port"),
+        pytest.param("http://evil@127.0.0.1:8000", id="userinfo"),
         pytest.param(None, id="missing"),
         pytest.param(["http://127.0.0.1:8000", "http://evil.example"], id="two-origins"),
     ],
