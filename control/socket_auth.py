@@ -72,7 +72,7 @@ class LoginWatch:
 
     def __init__(
         self, scope: dict[str, Any], on_lost: Callable[[int], Awaitable[None]], *, had_control: bool
-    ):
+    ) -> None:
         self.scope = scope
         self.on_lost = on_lost
         self.had_control = had_control

@@ -163,3 +163,18 @@ def test_a_file_planted_before_the_connect_is_refused(dirs, make_agent, viewer, 
         await comm.disconnect()
 
     async_to_sync(body)()
+
+
+# --- the cards' last lines --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("plant", [p for p in PLANTS if p.id != "directory"])
+def test_the_cards_do_not_show_a_file_planted_after_they_read_the_log(dirs, plant):
+    from control.page import card_log_lines
+
+    log_dir, secret = dirs
+    (log_dir / "feed.log").write_text(f"{LINE}\n")
+    assert len(card_log_lines("feed")) == 1  # the path is now cached
+    (log_dir / "feed.log").unlink()
+    plant(log_dir, secret)
+    assert not any("SECRET" in text for text in card_log_lines("feed"))
