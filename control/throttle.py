@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def _key(scope: str, value: str) -> str:
     # Hashed: usernames and addresses are not stored, and any text makes a valid key.
-    digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return f"{settings.REDIS_PREFIX}throttle:{scope}:{digest}"
 
 

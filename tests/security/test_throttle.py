@@ -162,3 +162,10 @@ def test_a_ligature_spelling_shares_the_counter(django_user_model):
 def test_the_full_width_name_logs_in_when_not_throttled(operator):
     """The form really does accept the look-alike (why the throttle must fold it)."""
     assert login(Client(), "ｏｐｅｒａｔｏｒ", "pw-operator").status_code == 302
+
+
+@pytest.mark.parametrize("spelling", [*LOOK_ALIKES, pytest.param(" Operator ", id="padded")])
+def test_every_spelling_has_the_plain_names_key(spelling):
+    from control.throttle import login_name
+
+    assert login_name(spelling) == "operator"
