@@ -1,19 +1,47 @@
-"""Admin: start/stop actions on agents (through the services), and API tokens."""
+"""Admin: start/stop actions on agents (through the services), API tokens, and the
+`control` permission over every change an admin page can make to an agent or a session.
+
+The API refuses a change to an agent or a session without `control` (control.auth); the
+admin follows the same rule (control.auth.may_control) on top of Django's model
+permissions, so a staff user with change_agent but not `control` sees the pages
+read-only. The model admins live in their apps, which know nothing of control; they are
+registered again here with the rule added.
+"""
 
 from __future__ import annotations
 
 from django.contrib import admin, messages
 
 from agents.admin import AgentAdmin
+from agents.models import Agent
 from control import services
+from control.auth import may_control
 from control.errors import ServiceError
-from control.models import CONTROL_PERMISSION, ApiToken
+from control.models import ApiToken
+from sessions.admin import TradingSessionAdmin
+from sessions.models import TradingSession
+
+
+class ControlRequiredAdmin(admin.ModelAdmin):
+    """Adding, changing and deleting (the bulk delete action included) also need the
+    `control` permission; viewing needs only Django's view or change permission (its
+    has_view_permission asks for those directly)."""
+
+    def has_add_permission(self, request, *args) -> bool:
+        return may_control(request.user) and super().has_add_permission(request, *args)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return may_control(request.user) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return may_control(request.user) and super().has_delete_permission(request, obj)
+
+    def has_control_permission(self, request) -> bool:
+        """For actions declared with permissions=["control"]."""
+        return may_control(request.user)
 
 
 def _run(modeladmin, request, queryset, action, verb: str) -> None:
-    if not request.user.has_perm(CONTROL_PERMISSION):
-        modeladmin.message_user(request, "You lack the 'control' permission.", messages.ERROR)
-        return
     done = []
     for agent in queryset:
         try:
@@ -25,23 +53,35 @@ def _run(modeladmin, request, queryset, action, verb: str) -> None:
         modeladmin.message_user(request, f"{verb}: {', '.join(done)}", messages.SUCCESS)
 
 
-@admin.action(description="Start selected agents")
+@admin.action(description="Start selected agents", permissions=["control"])
 def start_agents(modeladmin, request, queryset) -> None:
     _run(modeladmin, request, queryset, services.start_agent, "Started")
 
 
-@admin.action(description="Stop selected agents")
+@admin.action(description="Stop selected agents", permissions=["control"])
 def stop_agents(modeladmin, request, queryset) -> None:
     _run(modeladmin, request, queryset, services.stop_agent, "Stopping")
 
 
-AgentAdmin.actions = [start_agents, stop_agents]
+class ControlledAgentAdmin(ControlRequiredAdmin, AgentAdmin):
+    actions = [start_agents, stop_agents]
+
+
+class ControlledTradingSessionAdmin(ControlRequiredAdmin, TradingSessionAdmin):
+    pass
+
+
+for model, model_admin in ((Agent, ControlledAgentAdmin), (TradingSession, ControlledTradingSessionAdmin)):
+    admin.site.unregister(model)
+    admin.site.register(model, model_admin)
 
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     list_display = ("prefix", "user", "created_at", "last_used_at")
-    readonly_fields = ("prefix", "key_hash", "created_at", "last_used_at")
+    # The owner is fixed too: moving a token one holds to another account would take
+    # that account's rights.
+    readonly_fields = ("prefix", "key_hash", "user", "created_at", "last_used_at")
     list_select_related = ("user",)
 
     def has_add_permission(self, request) -> bool:

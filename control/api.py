@@ -58,7 +58,7 @@ class TokenAuth(HttpBearer):
         return self.authenticate(request, "")
 
     def authenticate(self, request: HttpRequest, token: str):
-        user = bearer_user(request, refuse_throttled=True)
+        user = bearer_user(request)
         if user is not None:
             request.user = user
         return user
@@ -83,7 +83,7 @@ def _error(request: HttpRequest, status: int, detail: str, code: str, **extra: A
 
 @api.exception_handler(ServiceError)
 def _service_error(request, exc: ServiceError):
-    return JsonResponse(exc.as_dict(), status=exc.status)
+    return exc.response()
 
 
 @api.exception_handler(AuthenticationError)
@@ -162,8 +162,6 @@ class SystemStatusOut(Schema):
     recent_trades: int
     health: dict[str, Any]
     updated_at: datetime
-
-
 
 
 # --- system ------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """The panel's websockets: /ws/control/ (HTML for htmx) and /ws/events/ (JSON for programs).
 
-Both only listen to the per-process hub (control.live); they never query on their own.
-Anonymous connections are refused (closed with 4401).
+Both only listen to the per-process hub (control.live); they never query on their own,
+except for the login check (control.socket_auth). Anonymous connections are refused
+(closed with 4401); an open socket closes with 4401 when its login ends and with 4403
+when it was opened with the `control` permission and that is removed.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from control.auth import may_control
 from control.live import hub
+from control.socket_auth import LoginWatch
 
 UNAUTHENTICATED = 4401
 
@@ -19,18 +23,28 @@ class _HubConsumer(AsyncWebsocketConsumer):
     fresh = True
     stale = False
     can_control = False
+    watch: LoginWatch | None = None
 
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=UNAUTHENTICATED)
             return
-        self.can_control = await database_sync_to_async(user.has_perm)("control.control")
+        self.can_control = await database_sync_to_async(may_control)(user)
         await self.accept()
         hub.join(self)
+        self.watch = LoginWatch(self.scope, self._login_lost, had_control=self.can_control)
+        self.watch.start()
+
+    async def _login_lost(self, code: int) -> None:
+        # Off the hub first: no push reaches the socket once its login is gone.
+        hub.leave(self)
+        await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
         hub.leave(self)
+        if self.watch is not None:
+            await self.watch.stop()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """The page sends nothing the server needs (htmx may send form values): ignored."""

@@ -29,6 +29,14 @@ class ServiceError(Exception):
             body["errors"] = self.errors
         return body
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the answer must carry besides the body (none for most errors)."""
+        return {}
+
+    def response(self) -> JsonResponse:
+        return JsonResponse(self.as_dict(), status=self.status, headers=self.headers)
+
 
 class NotFound(ServiceError):
     status = 404
@@ -58,3 +66,12 @@ class Forbidden(ServiceError):
 class Throttled(ServiceError):
     status = 429
     code = "throttled"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = max(1, int(retry_after))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        # Every 429 says when to come back, so a well-behaved client waits, not hammers.
+        return {"Retry-After": str(self.retry_after)}

@@ -15,7 +15,9 @@ Errors are ``{"type": "error", "detail": "<sentence>"}`` followed by a close.
 Query parameters (both optional): ``level`` (minimum level, as in the tail endpoint)
 and ``q`` (case-insensitive substring).
 
-Close codes: 4401 anonymous, 4400 bad parameter, 4404 unknown agent, 1011 reading failed.
+Close codes: 4401 anonymous (also when the login ends while open: control.socket_auth),
+4400 bad parameter, 4404 unknown agent (or what lies at the
+log's name is not a plain file: agents.runtime.logs.open_log), 1011 reading failed.
 
 File polling is the mechanism on purpose: it needs nothing from the agent's process (the
 worker may be another machine's, sharing LOG_DIR) and nothing from Redis, so the log can
@@ -43,7 +45,16 @@ from agents.models import Agent
 
 # The level names and file tokens the tail endpoint uses, so `level` means the same on
 # the socket as in /system/agents/<id>/logs?level=.
-from agents.runtime.logs import LEVEL_TOKENS, LEVELS, MAX_LINE_BYTES, check_query, log_path
+from agents.runtime.logs import (
+    LEVEL_TOKENS,
+    LEVELS,
+    MAX_LINE_BYTES,
+    LogFileRefused,
+    check_query,
+    log_path,
+    open_log,
+)
+from control.socket_auth import LoginWatch
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +180,9 @@ class LogFollower:
             if self._closed:
                 return collector.batch()
             try:
-                current = os.stat(self.path)
+                # Not following a link: one planted at the name is another file (the
+                # reopen below then refuses it).
+                current = os.stat(self.path, follow_symlinks=False)
             except FileNotFoundError:
                 current = None
             if self._file is not None:
@@ -195,8 +208,11 @@ class LogFollower:
     # -- internals ----------------------------------------------------------------------
 
     def _open(self) -> bool:
+        """Open the file at the path (False when there is none); LogFileRefused when
+        what is there is not a plain log file (agents.runtime.logs.open_log, the same
+        rule as the tail endpoint's)."""
         try:
-            f = open(self.path, "rb")  # kept open across polls; closed by _close_file()
+            f = open_log(self.path)  # kept open across polls; closed by _close_file()
         except FileNotFoundError:
             return False
         st = os.fstat(f.fileno())
@@ -305,6 +321,7 @@ class LogTailConsumer(AsyncJsonWebsocketConsumer):
 
     follower: LogFollower | None = None
     follow_task: asyncio.Task | None = None
+    watch: LoginWatch | None = None
 
     async def connect(self) -> None:
         # Errors accept first, then close with a code: a close before the accept would
@@ -331,11 +348,27 @@ class LogTailConsumer(AsyncJsonWebsocketConsumer):
         self.follower = LogFollower(path, threshold=threshold, needle=needle)
         # Positioned before the accept: a line written once the client sees the socket
         # open is never missed (and the history endpoint has everything before it).
-        await asyncio.to_thread(self.follower.start_at_end)
+        try:
+            await asyncio.to_thread(self.follower.start_at_end)
+        except LogFileRefused:
+            await self._fail(f"The log of agent {agent_id} is not readable.", CLOSE_NOT_FOUND)
+            return
         await self.accept()
         self.follow_task = asyncio.create_task(self._follow(), name=f"log-tail:{agent_id}")
+        # Any logged-in user may read logs: only the login itself is re-checked.
+        self.watch = LoginWatch(self.scope, self._login_lost, had_control=False)
+        self.watch.start()
+
+    async def _login_lost(self, code: int) -> None:
+        task, self.follow_task = self.follow_task, None
+        if task is not None:  # no line is sent once the login is gone
+            task.cancel()
+            await asyncio.wait({task})
+        await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
+        if self.watch is not None:
+            await self.watch.stop()
         task, self.follow_task = self.follow_task, None
         if task is not None:
             task.cancel()
@@ -365,6 +398,13 @@ class LogTailConsumer(AsyncJsonWebsocketConsumer):
                 await asyncio.sleep(self.poll_seconds)
         except asyncio.CancelledError:
             raise
+        except LogFileRefused:
+            # Something other than the log file was put at its name after the connect.
+            log.warning("log tail of %s stopped: not a plain log file", self.follower.path)
+            with contextlib.suppress(Exception):
+                agent_id = self.scope["url_route"]["kwargs"]["agent_id"]
+                detail = f"The log of agent {agent_id} is not readable."
+                await self._fail(detail, CLOSE_NOT_FOUND, accept=False)
         except Exception:
             log.exception("log tail of %s failed", self.follower.path)
             with contextlib.suppress(Exception):

@@ -4,9 +4,11 @@ unknown bearer tokens per address.
 Counters are Redis keys under REDIS_PREFIX (`throttle:<scope>:<sha256 of the value>`),
 shared by every web process. A counter starts at the first failure and expires
 LOGIN_THROTTLE_WINDOW_SECONDS later (a fixed window): once it reaches its limit, every
-attempt is refused, even with the right password, until the window passes. A successful
-login clears its username's counter. Refused attempts do not count, so the window is not
-extended by a client that keeps trying.
+login attempt is refused, even with the right password, until the window passes; unknown
+bearer tokens get 429 instead of 401, but a valid token is still accepted (control.auth).
+Every refusal is a 429 with Retry-After. A successful login clears its username's
+counter. Refused attempts do not count, so the window is not extended by a client that
+keeps trying.
 
 Chosen over django-axes: that needs its own models (or cache), an authentication backend
 that makes authenticate() without a request fail (the test client's login(), scripts),
@@ -24,6 +26,7 @@ from functools import wraps
 
 import redis
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -35,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def _key(scope: str, value: str) -> str:
     # Hashed: usernames and addresses are not stored, and any text makes a valid key.
-    digest = hashlib.sha256(value.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:32]
     return f"{settings.REDIS_PREFIX}throttle:{scope}:{digest}"
 
 
@@ -45,9 +48,25 @@ def client_address(request: HttpRequest) -> str:
     return request.META.get("REMOTE_ADDR") or "unknown"
 
 
+def login_name(username: str) -> str:
+    """The name a login attempt counts against: every spelling that can log in as one
+    account gives the same name.
+
+    The login form strips the name and applies the user model's normalize_username
+    (NFKC) before the lookup, so full-width letters, ligatures ("\ufb01" is "fi") and other
+    compatibility forms reach the same account; they must reach the same counter.
+    Case is folded too (and normalised again, since folding can undo NFKC): the lookup
+    is case-sensitive, so this only makes "Operator" and "operator" share a counter,
+    which costs nothing and leaves no case to try.
+    """
+    normalize = get_user_model().normalize_username
+    name = normalize(username.strip()).strip()
+    return normalize(name.casefold())
+
+
 def _login_limits(request: HttpRequest, username: str) -> list[tuple[str, int]]:
     return [
-        (_key("login-user", username.strip().casefold()), settings.LOGIN_THROTTLE_FAILURES),
+        (_key("login-user", login_name(username)), settings.LOGIN_THROTTLE_FAILURES),
         (_key("login-addr", client_address(request)), settings.LOGIN_THROTTLE_ADDRESS_FAILURES),
     ]
 

@@ -7,10 +7,10 @@ from django.http import FileResponse, HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
 from agents.models import Agent
-from agents.runtime.logs import log_path, tail
+from agents.runtime.logs import LogFileRefused, log_path, open_log, tail
 from control import health
 from control.auth import request_user
-from control.errors import json_error
+from control.errors import Throttled, json_error
 
 MAX_LINES = 5000
 
@@ -22,12 +22,15 @@ def healthz(request: HttpRequest) -> JsonResponse:
     ok = health.liveness()
     return JsonResponse({"ok": ok}, status=200 if ok else 503)
 
-
 @login_not_required
 @require_GET
 def agent_logs(request: HttpRequest, agent_id: str):
     """Last N lines of the agent's log file (API.md "Log tail")."""
-    if request_user(request) is None:
+    try:
+        user = request_user(request)
+    except Throttled as exc:
+        return exc.response()
+    if user is None:
         return json_error(401, "Log in, or send 'Authorization: Bearer <token>'.", "not_authenticated")
     raw_lines = request.GET.get("lines", "100")
     try:
@@ -45,14 +48,16 @@ def agent_logs(request: HttpRequest, agent_id: str):
     path = log_path(agent.agent_id)
     if path is None:
         return json_error(404, f"The log of agent {agent.agent_id} is not readable.", "not_found")
-    if not path.is_file():
-        return json_error(404, f"Agent {agent.agent_id} has not written a log yet.", "no_log")
-    if request.GET.get("download") == "1":
-        return FileResponse(
-            open(path, "rb"), as_attachment=True, filename=f"{agent.agent_id}.log", content_type="text/plain"
-        )
     try:
+        if request.GET.get("download") == "1":
+            name = f"{agent.agent_id}.log"
+            return FileResponse(open_log(path), as_attachment=True, filename=name, content_type="text/plain")
         result = tail(path, lines, min_level=request.GET.get("level") or None, q=request.GET.get("q") or None)
+    except FileNotFoundError:
+        return json_error(404, f"Agent {agent.agent_id} has not written a log yet.", "no_log")
+    except LogFileRefused:
+        # The same rule as the live tail (agents.runtime.logs.open_log).
+        return json_error(404, f"The log of agent {agent.agent_id} is not readable.", "not_found")
     except ValueError as exc:
         return json_error(400, str(exc), "bad_request")
     return JsonResponse({"agent_id": agent.agent_id, "lines": result.lines, "truncated": result.truncated})

@@ -10,9 +10,9 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from control.routing import websocket_urlpatterns  # noqa: E402
+from control.ws_origin import SameOriginOnly  # noqa: E402
 from tradingsite import http_limits  # noqa: E402
 
 # Headers over daphne's limits answer 431 instead of a dropped connection.
@@ -21,6 +21,8 @@ http_limits.install()
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Every socket route: the site's own origin only (scheme, host and port), then
+        # the session cookie's user.
+        "websocket": SameOriginOnly(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -12,10 +12,12 @@ lines asked for (and with how sparse the filter's matches are), never with the f
 
 from __future__ import annotations
 
+import errno
 import logging
 import logging.handlers
 import os
 import re
+import stat
 import threading
 import time
 import traceback
@@ -92,6 +94,51 @@ def log_path(agent_id: str) -> Path | None:
     if not path.is_relative_to(base) or path == base:
         return None
     return path
+
+
+class LogFileRefused(PermissionError):
+    """What lies at a log file's path is not a plain file of the log directory."""
+
+
+def open_log(path: Path) -> BinaryIO:
+    """Open a log file named by log_path() for reading: the one rule for every reader
+    (the tail endpoint, its download, the live tail, the cards).
+
+    log_path() checks the path when it is built, but the directory may change after:
+    a symbolic link planted at the name later would be followed by a plain open(). So
+    the file is opened without following a link (O_NOFOLLOW), and what was opened is
+    checked: a regular file (a FIFO, device or directory is refused; O_NONBLOCK keeps
+    a FIFO from hanging the open), with no other hard link (one could be a secret file
+    linked in from outside; the logger never makes them, rotation renames), reached
+    through no linked directory (the path is still its own real path) and still the
+    file at the path. FileNotFoundError when there is none; LogFileRefused otherwise.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LogFileRefused(f"{path.name} is a symbolic link") from None
+        raise
+    try:
+        opened = os.fstat(fd)
+        reason = None
+        if not stat.S_ISREG(opened.st_mode):
+            reason = "is not a regular file"
+        elif opened.st_nlink != 1:
+            reason = "has other hard links"
+        elif os.path.realpath(path) != str(path):
+            reason = "is reached through a symbolic link"
+        else:
+            now = os.stat(path, follow_symlinks=False)
+            if (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+                reason = "was replaced while being opened"
+        if reason is not None:
+            raise LogFileRefused(f"{path.name} {reason}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return open(fd, "rb")  # noqa: SIM115 - the caller closes it
 
 
 # --- logger -------------------------------------------------------------------------------
@@ -291,7 +338,8 @@ def tail(path: Path, lines: int, min_level: str | None = None, q: str | None = N
     lines without one (not written by our formatter) are kept only without a level
     filter. `q`: case-insensitive substring. Raises ValueError for `lines` outside
     1..MAX_TAIL_LINES, an unknown level or a search text over MAX_QUERY_LENGTH,
-    FileNotFoundError when there is no file.
+    FileNotFoundError when there is no file, LogFileRefused when it is not a plain file
+    (open_log()).
     """
     if isinstance(lines, bool) or not isinstance(lines, int) or not 1 <= lines <= MAX_TAIL_LINES:
         raise ValueError(f"lines must be between 1 and {MAX_TAIL_LINES}")
@@ -304,7 +352,7 @@ def tail(path: Path, lines: int, min_level: str | None = None, q: str | None = N
     needle = q.casefold() if q else None
 
     found: list[str] = []  # newest first
-    with open(path, "rb") as f:
+    with open_log(path) as f:
         # One match more than asked tells whether there is more before the returned lines.
         reader = _ReverseLines(f, _block_filter(threshold, needle))
         for raw in reader:
