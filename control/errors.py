@@ -58,3 +58,15 @@ class Forbidden(ServiceError):
 class Throttled(ServiceError):
     status = 429
     code = "throttled"
+
+
+class MalformedRequest(ServiceError):
+    """The request cannot be read: not JSON, duplicate keys, or not the expected shape."""
+
+    status = 400
+    code = "malformed"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"

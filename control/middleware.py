@@ -1,14 +1,17 @@
 """Login required everywhere, except where the view answers for itself; requests no view
 should see (a body over the size limit, NUL bytes in the URL) refused before anything
-reads them."""
+reads them; every error under /api/ in the API's JSON."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from http import HTTPStatus
 
 from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 
 from control.errors import json_error
 
@@ -22,6 +25,70 @@ class LoginRequired(LoginRequiredMiddleware):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
 
+
+API_PREFIX = "/api/"
+
+
+def _api_error_body(request: HttpRequest, response: HttpResponseBase) -> dict[str, str]:
+    status = response.status_code
+    if status == 404:
+        return {
+            "detail": f"There is no API endpoint at {request.path}; the endpoints are listed at /api/docs.",
+            "code": "not_found",
+        }
+    if status == 405:
+        allowed = response.get("Allow", "") or "no method"
+        return {
+            "detail": f"{request.method} is not allowed on {request.path}; it answers {allowed}.",
+            "code": "method_not_allowed",
+        }
+    if status >= 500:
+        return {
+            "detail": "The server failed to answer this request; the error is logged. Try again, "
+            "or tell the operator if it persists.",
+            "code": "server_error",
+        }
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return {"detail": f"{phrase}.", "code": phrase.lower().replace(" ", "_").replace("-", "_")}
+
+
+class ApiJsonErrors:
+    """Every error under /api/ in the API's shape, {"detail", "code"}, whatever DEBUG says.
+
+    The API's own errors are JSON already; this is for the answers made elsewhere: the
+    URL resolver's 404 (an HTML page, with DEBUG the list of every URL), ninja's plain
+    "Method not allowed" 405, Django's 500 page (with DEBUG a traceback), a middleware's
+    400. The status and the headers (Allow, Retry-After, cookies) are kept; only the
+    body is replaced. Installed near the top so it sees the answers of everything below.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if (
+            response.status_code < 400
+            or not request.path_info.startswith(API_PREFIX)
+            or response.get("Content-Type", "").split(";")[0].strip() == "application/json"
+        ):
+            return response
+        body = json.dumps(_api_error_body(request, response)).encode()
+        if response.streaming:
+            # No error page streams; a streaming body cannot be replaced in place.
+            replacement = HttpResponse(body, status=response.status_code, content_type="application/json")
+            for header in ("Allow", "Retry-After", "WWW-Authenticate", "Vary"):
+                if header in response:
+                    replacement[header] = response[header]
+            return replacement
+        response.content = body
+        response["Content-Type"] = "application/json"
+        if "Content-Length" in response:
+            response["Content-Length"] = str(len(body))
+        return response
 
 
 class RequestLimits:

@@ -6,6 +6,7 @@ them in `ready()`); kinds that need session data (execution) live in `sessions`.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -44,12 +45,18 @@ def kind_names() -> list[str]:
     return sorted(_KINDS)
 
 
-def validate_config(kind_name: str, data: dict[str, Any] | None) -> KindConfig:
-    """Parse `data` with the kind's schema, raising ConfigError with every bad field."""
+def validate_config(kind_name: str, data: dict[str, Any] | None, *, strict: bool = False) -> KindConfig:
+    """Parse `data` with the kind's schema, raising ConfigError with every bad field.
+
+    `strict` for JSON from outside (the API): each value must already be of its field's
+    JSON type ("2" is not a number, "yes" not a boolean), nested fields included."""
     kind = get_kind(kind_name)
     if data is not None and not isinstance(data, dict):
         raise ConfigError([("config", "must be a JSON object")])
     try:
+        if strict:
+            # JSON mode: enums, URLs and decimals are read from their JSON strings.
+            return kind.Config.model_validate_json(json.dumps(data or {}), strict=True)
         return kind.Config.model_validate(data or {})
     except ValidationError as exc:
         errors = []
