@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from ninja import Schema
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 
 class ErrorOut(Schema):
@@ -30,6 +30,18 @@ ERRORS = {
 # for well-formed but invalid values (400 there: not JSON, or not the expected shape).
 # 415 for a body not declared as JSON (control.api_json).
 BODY_ERRORS = {413: ErrorOut, 415: ErrorOut, 422: ErrorOut, **ERRORS}
+
+
+def _integral(value: Any) -> Any:
+    # JSON has one kind of number: 7.0 is the integer 7 (as JSON Schema's "integer"
+    # says); 7.5, "7" and true are still refused by the strict int after this.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# An integer field of a request body: a JSON number without a fraction.
+JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 
 def _no_null_defaults(schema: dict[str, Any]) -> None:

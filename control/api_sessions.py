@@ -11,7 +11,7 @@ from ninja import Body, Query, Router, Schema, Status
 from pydantic import AfterValidator, Field
 
 from control import presenters, services
-from control.api_common import BODY_ERRORS, ERRORS, StrictBody, optional
+from control.api_common import BODY_ERRORS, ERRORS, JsonInt, StrictBody, optional
 from control.auth import require_control
 from sessions.forms import MAX_SYMBOLS, SYMBOL
 
@@ -172,7 +172,7 @@ class SessionIn(StrictBody):
     execution_agent: str = optional(description="The id of an execution agent.")
     starting_cash: Annotated[DecimalText, Field(examples=["10000.00"])]
     max_position_weight: float = optional(gt=0, le=1)
-    max_orders_per_minute: int = optional(ge=1, le=600)
+    max_orders_per_minute: JsonInt = optional(ge=1, le=600)
     flatten_on_stop: bool = optional()
     fee_bps: DecimalText = optional()
     slippage_bps: DecimalText = optional()
