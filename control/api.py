@@ -293,7 +293,9 @@ def agent_metrics(request, agent_id: str):
 def agent_config(request, agent_id: str, config: Body[dict[str, Any]]):
     """Validate a new config with the agent's kind and store it (422 with the field and reason).
 
-    The request body is the config object itself, e.g. `{"tick_seconds": 2}`.
+    The request body is the config object itself, e.g. `{"tick_seconds": 2}`, each value
+    in its field's JSON type (`2`, not `"2"`; `true`, not `"yes"`). 400 for a body that
+    is not strict JSON (duplicate keys, NaN); 415 unless it is sent as `application/json`.
     """
     require_control(request.user)
     services.update_agent_config(agent_id, config, user=request.user)

@@ -194,7 +194,10 @@ def create_session(request, data: Body[SessionIn]):
     when left out), `execution_agent` (needed when there are several), the risk rules
     (`max_position_weight`, `max_orders_per_minute`, `flatten_on_stop`) and the fill
     model (`fee_bps`, `slippage_bps`, `slippage_size_scaled`, `slippage_size_reference`).
-    422 lists each bad or unknown field with the reason; nothing is created then."""
+    Each value in exactly the JSON type of the schema (no number or boolean in a string,
+    no null). 422 lists each bad or unknown field with the reason; 400 for a body that
+    is not strict JSON (duplicate keys, NaN); 415 unless it is sent as
+    `application/json`. Nothing is created then."""
     require_control(request.user)
     session = services.create_session(data.model_dump(exclude_unset=True), user=request.user)
     return Status(201, presenters.one_session(session.session_id))

@@ -6,7 +6,6 @@ them in `ready()`); kinds that need session data (execution) live in `sessions`.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -54,10 +53,9 @@ def validate_config(kind_name: str, data: dict[str, Any] | None, *, strict: bool
     if data is not None and not isinstance(data, dict):
         raise ConfigError([("config", "must be a JSON object")])
     try:
-        if strict:
-            # JSON mode: enums, URLs and decimals are read from their JSON strings.
-            return kind.Config.model_validate_json(json.dumps(data or {}), strict=True)
-        return kind.Config.model_validate(data or {})
+        # (Strict in Python mode: configs hold JSON's own types only; a field of a type JSON
+        # spells as a string, an enum or a Decimal, would need JSON mode here.)
+        return kind.Config.model_validate(data or {}, strict=strict)
     except ValidationError as exc:
         errors = []
         for err in exc.errors():
