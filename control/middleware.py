@@ -26,9 +26,6 @@ class LoginRequired(LoginRequiredMiddleware):
         return super().process_view(request, view_func, view_args, view_kwargs)
 
 
-API_PREFIX = "/api/"
-
-
 def _api_error_body(request: HttpRequest, response: HttpResponseBase) -> dict[str, str]:
     status = response.status_code
     if status == 404:
@@ -72,7 +69,7 @@ class ApiJsonErrors:
         response = self.get_response(request)
         if (
             response.status_code < 400
-            or not request.path_info.startswith(API_PREFIX)
+            or request.path_info.split("/")[:2] != ["", "api"]
             or response.get("Content-Type", "").split(";")[0].strip() == "application/json"
         ):
             return response
