@@ -4,7 +4,6 @@ reads them; every error under /api/ in the API's JSON."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from http import HTTPStatus
 
@@ -69,20 +68,20 @@ class ApiJsonErrors:
         response = self.get_response(request)
         if (
             response.status_code < 400
-            or request.path_info.split("/")[:2] != ["", "api"]
+            or request.path_info.split("/")[:2] != ["", "api"]  # /api and all under it
             or response.get("Content-Type", "").split(";")[0].strip() == "application/json"
         ):
             return response
-        body = json.dumps(_api_error_body(request, response)).encode()
+        error = json_error(response.status_code, **_api_error_body(request, response))
         if response.streaming:
             # No error page streams; a streaming body cannot be replaced in place.
-            replacement = HttpResponse(body, status=response.status_code, content_type="application/json")
             for header in ("Allow", "Retry-After", "WWW-Authenticate", "Vary"):
                 if header in response:
-                    replacement[header] = response[header]
-            return replacement
+                    error[header] = response[header]
+            return error
+        body = error.content
         response.content = body
-        response["Content-Type"] = "application/json"
+        response["Content-Type"] = error["Content-Type"]
         if "Content-Length" in response:
             response["Content-Length"] = str(len(body))
         return response
