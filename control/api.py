@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.http import HttpRequest, JsonResponse
+from django.http import Http404, HttpRequest, JsonResponse
 from django.views.decorators.debug import sensitive_variables
 from ninja import Body, NinjaAPI, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
@@ -17,7 +17,8 @@ from ninja.security import APIKeyCookie, HttpBearer
 
 from agents.models import Agent
 from control import health, presenters, services
-from control.api_common import BODY_ERRORS, ERRORS
+from control.api_common import BODY_ERRORS, ERRORS, reason
+from control.api_json import StrictJSONParser
 from control.api_sessions import sessions as sessions_router
 from control.auth import bearer_user, docs_login_required, require_control
 from control.errors import Forbidden, NotFound, ServiceError, json_error
@@ -74,6 +75,8 @@ api = NinjaAPI(
     # The schema and the docs page need a login too (DESIGN.md "Security": every page).
     docs_decorator=docs_login_required,
     urls_namespace="api",
+    # Every body is read by control.api_json: JSON only, strictly.
+    parser=StrictJSONParser(),
 )
 
 
@@ -86,6 +89,19 @@ def _service_error(request, exc: ServiceError):
     return exc.response()
 
 
+@api.exception_handler(Http404)
+def _not_found(request, exc: Http404):
+    # ninja's own answer has no code, and with DEBUG the exception's text.
+    return _error(request, 404, f"There is nothing at {request.path}.", "not_found")
+
+
+@api.exception_handler(Exception)
+def _unexpected(request, exc: Exception):
+    # ninja answers a plain-text traceback with DEBUG on; Django logs the exception and
+    # control.middleware.ApiJsonErrors turns its 500 page into the API's JSON.
+    raise exc
+
+
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request, exc):
     return _error(
@@ -96,27 +112,42 @@ def _unauthenticated(request, exc):
     )
 
 
+def _field(loc: tuple | list) -> str:
+    """The field an error is about: ("body", <param>, "symbols", 0) -> "symbols.0";
+    ("query", "limit") -> "limit"; the body itself -> "body"."""
+    parts = loc[2:] if loc and loc[0] == "body" else loc[1:]
+    return ".".join(str(p) for p in parts) or "body"
+
+
+def _viewer_refusal(request: HttpRequest) -> JsonResponse | None:
+    """Every unsafe method of this API is a control action, and its permission comes
+    before its body: a viewer is told 403, not what is wrong with the body."""
+    user = getattr(request, "auth", None)
+    if request.method in ("GET", "HEAD", "OPTIONS") or user is None:
+        return None
+    try:
+        require_control(user)
+    except Forbidden as exc:
+        return _service_error(request, exc)
+    return None
+
+
 @api.exception_handler(NinjaValidationError)
 def _invalid(request, exc: NinjaValidationError):
-    errors = [
-        {"field": ".".join(str(p) for p in e.get("loc", [])[1:]) or "body", "reason": e.get("msg", "")}
-        for e in exc.errors
-    ]
-    malformed = any(e.get("type") in ("json_invalid", "model_attributes_type") for e in exc.errors)
-    if malformed:
-        return _error(
-            request,
-            400,
-            "The request body is not valid JSON of the expected shape.",
-            "malformed",
-            errors=errors,
-        )
+    if refusal := _viewer_refusal(request):
+        return refusal
+    if any(e.get("type") == "missing" and _field(e.get("loc", ())) == "body" for e in exc.errors):
+        return _error(request, 400, "The request has no body; send a JSON object.", "malformed")
+    errors = [{"field": _field(e.get("loc", ())), "reason": reason(e)} for e in exc.errors]
     summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
-    return _error(request, 422, f"Invalid values: {summary}.", "invalid", errors=errors)
+    return _error(request, 422, f"Invalid values: {summary}", "invalid", errors=errors)
 
 
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
+    if isinstance(exc.__cause__, ServiceError):
+        # ninja wraps whatever its body parser raises (control.api_json) in a 400.
+        return _viewer_refusal(request) or _service_error(request, exc.__cause__)
     return _error(request, exc.status_code, str(exc), "malformed" if exc.status_code == 400 else "error")
 
 
@@ -262,7 +293,9 @@ def agent_metrics(request, agent_id: str):
 def agent_config(request, agent_id: str, config: Body[dict[str, Any]]):
     """Validate a new config with the agent's kind and store it (422 with the field and reason).
 
-    The request body is the config object itself, e.g. `{"tick_seconds": 2}`.
+    The request body is the config object itself, e.g. `{"tick_seconds": 2}`, each value
+    in its field's JSON type (`2`, not `"2"`; `true`, not `"yes"`). 400 for a body that
+    is not strict JSON (duplicate keys, NaN); 415 unless it is sent as `application/json`.
     """
     require_control(request.user)
     services.update_agent_config(agent_id, config, user=request.user)

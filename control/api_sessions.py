@@ -3,14 +3,17 @@ endpoints over control.services and control.presenters, mounted by control.api."
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from ninja import Body, Query, Router, Schema, Status
+from pydantic import AfterValidator, Field
 
 from control import presenters, services
-from control.api_common import BODY_ERRORS, ERRORS, json_body
+from control.api_common import BODY_ERRORS, ERRORS, JsonInt, StrictBody, optional
 from control.auth import require_control
+from sessions.forms import MAX_SYMBOLS, SYMBOL
 
 # --- paper trading sessions ---------------------------------------------------------
 #
@@ -125,36 +128,56 @@ class SessionBulkOut(Schema):
     skipped: list[dict[str, str]]
 
 
-_DECIMAL = r"^[0-9]{1,12}(\.[0-9]{1,8})?$"
-# The body of a new session, for the schema only: sessions.forms.SessionCreateForm is the
-# validation (shared with the page), and it also refuses what a schema cannot say (an
-# unknown decision agent, an id taken) with 422.
-SESSION_IN = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["name", "symbols", "decision_agent", "starting_cash"],
-    "properties": {
-        "session_id": {"type": "string", "pattern": "^[-a-zA-Z0-9_]{1,64}$"},
-        "name": {"type": "string", "pattern": r"\S", "maxLength": 120},
-        "symbols": {
-            "type": "array",
-            "items": {"type": "string", "pattern": "^[A-Z0-9][A-Z0-9._-]{0,31}$"},
-            "minItems": 1,
-            "maxItems": 20,
-            "uniqueItems": True,
-        },
-        "decision_agent": {"type": "string", "description": "The id of a decision agent."},
-        "execution_agent": {"type": "string", "description": "The id of an execution agent."},
-        "starting_cash": {"type": "string", "pattern": _DECIMAL, "example": "10000.00"},
-        "max_position_weight": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-        "max_orders_per_minute": {"type": "integer", "minimum": 1, "maximum": 600},
-        "flatten_on_stop": {"type": "boolean"},
-        "fee_bps": {"type": "string", "pattern": _DECIMAL},
-        "slippage_bps": {"type": "string", "pattern": _DECIMAL},
-        "slippage_size_scaled": {"type": "boolean"},
-        "slippage_size_reference": {"type": "string", "pattern": _DECIMAL},
-    },
-}
+def _text(pattern: str, what: str) -> Any:
+    """A string matching `pattern` (documented as the schema's `pattern`), or `what` as
+    the error: a sentence instead of the regular expression."""
+
+    # A schema's pattern is searched for, as here; its "$" is the very end (Python's
+    # also matches before a final newline).
+    compiled = re.compile(pattern.removesuffix("$") + r"\Z" if pattern.endswith("$") else pattern)
+
+    def check(value: str) -> str:
+        if not compiled.search(value):
+            raise ValueError(what)
+        return value
+
+    return Annotated[str, Field(json_schema_extra={"pattern": pattern}), AfterValidator(check)]
+
+
+DecimalText = _text(r"^[0-9]{1,12}(\.[0-9]{1,8})?$", 'must be a decimal number in a string, e.g. "10000.00"')
+Symbol = _text(SYMBOL.pattern, "must be a symbol in capitals (letters, digits, '-', '.', '_'), e.g. BTC-USD")
+NotBlank = _text(r"\S", "must not be blank")
+SessionId = _text(r"^[-a-zA-Z0-9_]{1,64}$", "must be 1 to 64 letters, digits, '-' or '_'")
+
+
+def _unique(symbols: list[str]) -> list[str]:
+    if len(set(symbols)) != len(symbols):
+        raise ValueError("a symbol is listed twice")
+    return symbols
+
+
+class SessionIn(StrictBody):
+    """A new session. The types and formats are checked here; what a schema cannot say
+    (the decision agent exists and follows the symbols, the id is free) is checked by
+    sessions.forms.SessionCreateForm, shared with the page, with 422 naming the field."""
+
+    session_id: SessionId = optional()
+    name: Annotated[NotBlank, Field(max_length=120)]
+    symbols: Annotated[
+        list[Symbol],
+        Field(min_length=1, max_length=MAX_SYMBOLS, json_schema_extra={"uniqueItems": True}),
+        AfterValidator(_unique),
+    ]
+    decision_agent: str = Field(description="The id of a decision agent.")
+    execution_agent: str = optional(description="The id of an execution agent.")
+    starting_cash: Annotated[DecimalText, Field(examples=["10000.00"])]
+    max_position_weight: float = optional(gt=0, le=1)
+    max_orders_per_minute: JsonInt = optional(ge=1, le=600)
+    flatten_on_stop: bool = optional()
+    fee_bps: DecimalText = optional()
+    slippage_bps: DecimalText = optional()
+    slippage_size_scaled: bool = optional()
+    slippage_size_reference: DecimalText = optional()
 
 
 @sessions.get("", response={200: list[SessionOut], **ERRORS})
@@ -164,20 +187,19 @@ def list_sessions(request):
     return presenters.session_dicts()
 
 
-@sessions.post(
-    "",
-    response={201: SessionOut, **BODY_ERRORS},
-    openapi_extra=json_body("The new session.", SESSION_IN),
-)
-def create_session(request, data: Body[dict[str, Any]]):
+@sessions.post("", response={201: SessionOut, **BODY_ERRORS})
+def create_session(request, data: Body[SessionIn]):
     """Create a session (status `ready`) from a JSON object: `name`, `symbols`,
     `decision_agent`, `starting_cash` and optionally `session_id` (made from the name
     when left out), `execution_agent` (needed when there are several), the risk rules
     (`max_position_weight`, `max_orders_per_minute`, `flatten_on_stop`) and the fill
     model (`fee_bps`, `slippage_bps`, `slippage_size_scaled`, `slippage_size_reference`).
-    422 lists each bad or unknown field with the reason; nothing is created then."""
+    Each value in exactly the JSON type of the schema (no number or boolean in a string,
+    no null). 422 lists each bad or unknown field with the reason; 400 for a body that
+    is not strict JSON (duplicate keys, NaN); 415 unless it is sent as
+    `application/json`. Nothing is created then."""
     require_control(request.user)
-    session = services.create_session(data, user=request.user)
+    session = services.create_session(data.model_dump(exclude_unset=True), user=request.user)
     return Status(201, presenters.one_session(session.session_id))
 
 
@@ -283,5 +305,3 @@ def session_equity(request, session_id: str):
     (`truncated` is true when older points were left out), each with `ts`, `equity`
     and `cash`. Points are recorded by the session loop when it marks to market."""
     return presenters.session_equity(session_id)
-
-

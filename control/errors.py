@@ -75,3 +75,14 @@ class Throttled(ServiceError):
     def headers(self) -> dict[str, str]:
         # Every 429 says when to come back, so a well-behaved client waits, not hammers.
         return {"Retry-After": str(self.retry_after)}
+
+class MalformedRequest(ServiceError):
+    """The request cannot be read: not JSON, duplicate keys, or not the expected shape."""
+
+    status = 400
+    code = "malformed"
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"

@@ -1,14 +1,16 @@
 """Login required everywhere, except where the view answers for itself; requests no view
 should see (a body over the size limit, NUL bytes in the URL) refused before anything
-reads them."""
+reads them; every error under /api/ in the API's JSON."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from http import HTTPStatus
 
 from django.conf import settings
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import Http404, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
 from django.views.defaults import page_not_found
 
 from control.errors import json_error
@@ -22,6 +24,68 @@ class LoginRequired(LoginRequiredMiddleware):
         if request.path_info.startswith("/api/"):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
+
+
+def _api_error_body(request: HttpRequest, response: HttpResponseBase) -> dict[str, str]:
+    status = response.status_code
+    if status == 404:
+        return {
+            "detail": f"There is no API endpoint at {request.path}; the endpoints are listed at /api/docs.",
+            "code": "not_found",
+        }
+    if status == 405:
+        allowed = response.get("Allow", "") or "no method"
+        return {
+            "detail": f"{request.method} is not allowed on {request.path}; it answers {allowed}.",
+            "code": "method_not_allowed",
+        }
+    if status >= 500:
+        return {
+            "detail": "The server failed to answer this request; the error is logged. Try again, "
+            "or tell the operator if it persists.",
+            "code": "server_error",
+        }
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    return {"detail": f"{phrase}.", "code": phrase.lower().replace(" ", "_").replace("-", "_")}
+
+
+class ApiJsonErrors:
+    """Every error under /api/ in the API's shape, {"detail", "code"}, whatever DEBUG says.
+
+    The API's own errors are JSON already; this is for the answers made elsewhere: the
+    URL resolver's 404 (an HTML page, with DEBUG the list of every URL), ninja's plain
+    "Method not allowed" 405, Django's 500 page (with DEBUG a traceback), a middleware's
+    400. The status and the headers (Allow, Retry-After, cookies) are kept; only the
+    body is replaced. Installed near the top so it sees the answers of everything below.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        if (
+            response.status_code < 400
+            or request.path_info.split("/")[:2] != ["", "api"]  # /api and all under it
+            or response.get("Content-Type", "").split(";")[0].strip() == "application/json"
+        ):
+            return response
+        error = json_error(response.status_code, **_api_error_body(request, response))
+        if response.streaming:
+            # No error page streams; a streaming body cannot be replaced in place.
+            for header in ("Allow", "Retry-After", "WWW-Authenticate", "Vary"):
+                if header in response:
+                    error[header] = response[header]
+            return error
+        body = error.content
+        response.content = body
+        response["Content-Type"] = error["Content-Type"]
+        if "Content-Length" in response:
+            response["Content-Length"] = str(len(body))
+        return response
 
 
 class RequestLimits:

@@ -179,7 +179,7 @@ def update_agent_config(agent_id: str, config: Any, *, user=None) -> Agent:
     with transaction.atomic():
         agent = _get_agent_for_update(agent_id)
         try:
-            validated = validate_config(agent.kind, config)
+            validated = validate_config(agent.kind, config, strict=True)
         except ConfigError as exc:
             raise InvalidInput(
                 f"The config for agent {agent_id} is invalid: {exc}.",

@@ -80,6 +80,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "control.middleware.ContentSecurityPolicy",
+    # Every error under /api/ as the API's JSON (404, 405, 500...), whatever answered it.
+    "control.middleware.ApiJsonErrors",
     # Oversized bodies (413) and NUL bytes in the URL (400), before anything reads them.
     "control.middleware.RequestLimits",
     # daphne serves no static files; WhiteNoise does, in development and production.

@@ -44,13 +44,18 @@ def kind_names() -> list[str]:
     return sorted(_KINDS)
 
 
-def validate_config(kind_name: str, data: dict[str, Any] | None) -> KindConfig:
-    """Parse `data` with the kind's schema, raising ConfigError with every bad field."""
+def validate_config(kind_name: str, data: dict[str, Any] | None, *, strict: bool = False) -> KindConfig:
+    """Parse `data` with the kind's schema, raising ConfigError with every bad field.
+
+    `strict` for JSON from outside (the API): each value must already be of its field's
+    JSON type ("2" is not a number, "yes" not a boolean), nested fields included."""
     kind = get_kind(kind_name)
     if data is not None and not isinstance(data, dict):
         raise ConfigError([("config", "must be a JSON object")])
     try:
-        return kind.Config.model_validate(data or {})
+        # (Strict in Python mode: configs hold JSON's own types only; a field of a type JSON
+        # spells as a string, an enum or a Decimal, would need JSON mode here.)
+        return kind.Config.model_validate(data or {}, strict=strict)
     except ValidationError as exc:
         errors = []
         for err in exc.errors():

@@ -201,7 +201,7 @@ def test_creating_with_an_explicit_id_and_risk_rules_stores_them(operator_client
         "max_orders_per_minute": 2,
         "flatten_on_stop": True,
         "fee_bps": "2.5",
-        "slippage_bps": 0,
+        "slippage_bps": "0",
     }
     response = post_json(operator_client, BASE, body)
     assert response.status_code == 201, response.content
@@ -229,14 +229,25 @@ def test_bad_values_are_422_naming_each_field_and_nothing_is_created(operator_cl
     body = assert_error(response, 422, "invalid")
     reasons = {e["field"]: e["reason"] for e in body["errors"]}
     assert set(reasons) == {"name", "symbols", "starting_cash", "fee_bps", "max_orders_per_minute", "colour"}
-    assert "Unknown field" in reasons["colour"]
-    assert "Not a symbol" in reasons["symbols"]
-    assert "0.01" in reasons["starting_cash"]
-    assert "Between 1 and 600" in reasons["max_orders_per_minute"]
+    assert reasons["colour"] == "Unknown field."
+    assert reasons["name"] == "Must not be blank."
+    assert reasons["symbols"] == "Must be an array."
+    assert "decimal number" in reasons["starting_cash"]
+    assert "greater than or equal to 1" in reasons["max_orders_per_minute"]
     for field in reasons:
         assert field in body["detail"]
     assert not TradingSession.objects.exists()
     assert not control_audit().exists()
+
+
+def test_well_typed_values_the_domain_refuses_are_422_from_the_form(operator_client, graph):
+    # The types pass the API's schema; the session's own rules (sessions.forms) refuse them.
+    response = post_json(operator_client, BASE, {**VALID, "starting_cash": "0"})
+    body = assert_error(response, 422, "invalid")
+    reasons = {e["field"]: e["reason"] for e in body["errors"]}
+    assert set(reasons) == {"starting_cash"}
+    assert "0.01" in reasons["starting_cash"]
+    assert not TradingSession.objects.exists()
 
 
 def test_an_unknown_decision_agent_is_422(operator_client, graph):
