@@ -12,10 +12,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import feedparser
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from agents.validators import MAX_AGENT_SYMBOLS
 
 # A feed download must not hold the step past the loop's lease (2 ticks + LEASE_EXTRA_SECONDS,
 # 12 s by default): one network feed per step, each socket wait and the whole read bounded.
@@ -38,9 +40,12 @@ class FeedConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(..., description="http(s) URL, file:// URL or local file path of an RSS/Atom feed.")
-    symbols: list[str] = Field(
+    url: str = Field(
+        ..., max_length=2000, description="http(s) URL, file:// URL or local file path of an RSS/Atom feed."
+    )
+    symbols: list[Annotated[str, Field(max_length=32)]] = Field(
         default_factory=list,
+        max_length=MAX_AGENT_SYMBOLS,
         description="Symbols every headline of this feed concerns; empty matches each headline by keywords.",
     )
 
