@@ -94,7 +94,11 @@ def validate_multiline_text(value: str) -> None:
 def repaired(value: str) -> str:
     """`value` with what cannot be shown (lone surrogates) replaced by U+FFFD: for text
     read back from before these rules."""
-    return value.encode("utf-8", "replace").decode("utf-8") if any(map(_is_surrogate, value)) else value
+    return (
+        "".join("\ufffd" if _is_surrogate(ch) else ch for ch in value)
+        if any(map(_is_surrogate, value))
+        else value
+    )
 
 
 # --- symbols ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import models
+from django.db import connection, models
 from django.db.models import Value
 
 from agents.models import Agent
@@ -152,6 +152,29 @@ def test_any_stored_session_value_leaves_every_page_answering(graph, superuser_c
     for path in PAGES:
         _answers(superuser_client, path)
     Hub().sweep({True, False}, {True}, with_events=True)
+
+
+@pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="PostgreSQL refuses a lone surrogate in jsonb: it cannot be stored"
+)
+@pytest.mark.parametrize(
+    ("model", "pk", "field", "value"),
+    [
+        (Agent, "decider", "config", {"weights": {"\ud800": 1}}),  # a config key
+        (Agent, "feed", "config", {"source": "\udfff"}),
+        (Agent, "feed", "symbols", ["BTC-USD", "\ud800"]),
+        (TradingSession, SESSION_ID, "symbols", ["\ud83d"]),
+    ],
+)
+def test_a_lone_surrogate_stored_before_the_rule_is_shown_repaired(
+    graph, superuser_client, model, pk, field, value
+):
+    """SQLite keeps JSON as text with the "\\ud800" escape, which reads back as a lone
+    surrogate: no page could be sent with it (the admin's change page answered 500)."""
+    model.objects.filter(pk=pk).update(**{field: _json(value)})
+    for path in PAGES:
+        _answers(superuser_client, path)
+    assert "\ufffd" in str(getattr(model.objects.get(pk=pk), field))
 
 
 def test_the_position_left_blank_in_the_admin_keeps_the_flow_in_order(graph):
