@@ -45,9 +45,6 @@ MAX_JSON_DEPTH = 20
 SYMBOL = re.compile(r"[A-Z0-9][A-Z0-9._-]{0,31}")
 SYMBOL_HELP = "letters, digits, '-', '.', '_', e.g. BTC-USD"
 
-MULTILINE_WHITESPACE = frozenset("\t\n\r")
-
-
 # --- text ------------------------------------------------------------------------------
 
 
@@ -65,28 +62,19 @@ def _is_surrogate(ch: str) -> bool:
     return 0xD800 <= ord(ch) <= 0xDFFF
 
 
-def text_problem(value: str, *, multiline: bool = False) -> str | None:
+def text_problem(value: str) -> str | None:
     """Why `value` cannot be stored as a person's text, or None when it can."""
     for ch in value:
         if _is_surrogate(ch):
-            return (
-                f"contains a character that cannot be encoded as UTF-8 ({shown(ch)}, half of a "
-                "surrogate pair); type the character itself"
-            )
-        if unicodedata.category(ch) == "Cc" and not (multiline and ch in MULTILINE_WHITESPACE):
-            return f"contains a control character ({shown(ch)}); remove it"
+            return f"contains {shown(ch)}, half of a surrogate pair, which cannot be encoded as UTF-8"
+        if unicodedata.category(ch) == "Cc":
+            return f"contains a control character ({shown(ch)})"
     return None
 
 
 def validate_text(value: str) -> None:
     """A model field validator for one line of text (a name)."""
     problem = text_problem(value)
-    if problem:
-        raise ValidationError(f"This text {problem}.", code="bad_text")
-
-
-def validate_multiline_text(value: str) -> None:
-    problem = text_problem(value, multiline=True)
     if problem:
         raise ValidationError(f"This text {problem}.", code="bad_text")
 
@@ -162,10 +150,12 @@ def _walk(value: Any, path: str = "", depth: int = 0) -> Iterator[tuple[str, Any
         yield path, value, False
 
 
-def json_problem(value: Any) -> str | None:
+def json_problem(value: Any, *, numbers: bool = True) -> str | None:
     """Why a JSON document cannot be stored as a person's data, or None: text that cannot
-    be encoded or holds control characters (in keys too), NaN or infinities (PostgreSQL's
-    jsonb has none), numbers beyond a float, nesting deeper than MAX_JSON_DEPTH."""
+    be encoded or holds control characters (in keys too), nesting deeper than
+    MAX_JSON_DEPTH and, with `numbers`, NaN or infinities (PostgreSQL's jsonb has none)
+    and integers past 64 bits (a schema that bounds its numbers leaves them to it, so
+    its errors name the field)."""
     for path, item, is_key in _walk(value):
         where = f" at {shown(path)}" if path else ""
         if isinstance(item, dict | list):
@@ -173,7 +163,9 @@ def json_problem(value: Any) -> str | None:
         if isinstance(item, str):
             problem = text_problem(item)
             if problem:
-                return f"{'has a key that' if is_key else 'has text that'} {problem}{where}"
+                return f"has {'a key' if is_key else 'text'}{where} that {problem}"
+        elif not numbers:
+            continue
         elif isinstance(item, float) and not math.isfinite(item):
             return f"holds {item}{where}, which is not a number JSON can store"
         elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > 2**63:

@@ -54,7 +54,8 @@ def must_be_below(other: str) -> Callable[..., Any]:
 
 class KindConfig(BaseModel):
     """Base of every kind's config schema. Unknown keys are refused, not ignored; so are
-    NaN and infinities, and text (keys included) that cannot be stored or shown."""
+    NaN and infinities (here and in each kind's nested models), and text (keys included)
+    that cannot be stored or shown."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -62,7 +63,7 @@ class KindConfig(BaseModel):
     @classmethod
     def _storable(cls, data: Any) -> Any:
         # Before the fields, so that no error message repeats the unshowable text.
-        problem = json_problem(data)
+        problem = json_problem(data, numbers=False)
         if problem:
             raise PydanticCustomError("unstorable", "The config {problem}.", {"problem": problem})
         return data
