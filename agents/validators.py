@@ -27,8 +27,8 @@ from django.forms.fields import InvalidJSONInput
 
 # --- the domain's bounds, written down once ---------------------------------------------
 
-# A price a config may name (a starting price): what the ledger can hold (sessions.money
-# keeps prices just under 10 million).
+# Prices a config may name (a starting price) are below this: what the ledger holds
+# (sessions.money.MAX_PRICE, one step under it; agents cannot import sessions).
 MAX_PRICE = 10_000_000.0
 # Where a card sits on the flow grid: its index in the column (control.services).
 MAX_POSITION = 100_000

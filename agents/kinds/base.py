@@ -19,7 +19,7 @@ from agents.runtime.bus import InputMessage
 from agents.validators import MAX_PRICE, json_problem
 
 # A price a config names (a starting price): positive, and what the ledger can hold.
-Price = Annotated[float, Field(gt=0, le=MAX_PRICE)]
+Price = Annotated[float, Field(gt=0, lt=MAX_PRICE)]
 # How much one input or component counts; weights are normalised, so 1000 is plenty.
 Weight = Annotated[float, Field(ge=0, le=1000)]
 

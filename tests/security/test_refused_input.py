@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from decimal import Decimal
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +22,7 @@ from agents.kinds import ConfigError, get_kind, kind_names, validate_config
 from agents.models import Agent
 from agents.validators import MAX_PRICE, json_problem, text_problem
 from control.models import ApiToken
+from sessions import money
 from sessions.models import TradingSession
 from tests.security.routes import AGENT_ID, SESSION_ID
 
@@ -101,10 +103,16 @@ def test_every_number_of_every_kind_is_bounded(kind):
                 validate_config(kind, {name: value})
 
 
+def test_the_price_bound_of_configs_is_the_ledgers():
+    assert Decimal(MAX_PRICE) == money.MAX_PRICE + money.PRICE_STEP
+    assert validate_config("market_data", {"initial_prices": {"BTC-USD": float(money.MAX_PRICE)}})
+
+
 @pytest.mark.parametrize(
     ("kind", "config"),
     [
         ("market_data", {"initial_prices": {"BTC-USD": 1e308}}),
+        ("market_data", {"initial_prices": {"BTC-USD": MAX_PRICE}}),
         ("market_data", {"initial_prices": {"BTC-USD": MAX_PRICE * 2}}),
         ("market_data", {"seed": 10**30}),
         ("decision", {"weights": {"feed": 1e308}}),

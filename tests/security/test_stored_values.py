@@ -67,8 +67,9 @@ def _largest(field: models.DecimalField) -> Decimal:
 
 AGENT_VALUES = (
     [("name", v) for v in ODD_TEXT]
-    + [("kind", v) for v in [*ODD_TEXT, "no-such-kind"]]
-    + [("role", v) for v in [*ODD_TEXT, "no-such-role"]]
+    # Cut to the column: PostgreSQL refuses longer text (kind and role hold 40 characters).
+    + [("kind", v[:40]) for v in [*ODD_TEXT, "no-such-kind"]]
+    + [("role", v[:40]) for v in [*ODD_TEXT, "no-such-role"]]
     + [("symbols", _json(v)) for v in ODD_JSON]
     + [("config", _json(v)) for v in ODD_JSON]
     + [(f, v) for f in ("position_x", "position_y") for v in INT_EXTREMES]
