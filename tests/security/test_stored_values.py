@@ -185,3 +185,30 @@ def test_the_position_left_blank_in_the_admin_keeps_the_flow_in_order(graph):
     Agent.objects.create(agent_id="feed2", name="Feed 2", kind="market_data", role="data_feed", position_y=3)
     columns = dict(page.columns(page.agent_cards()))
     assert [c.agent_id for c in columns["Data feeds"]] == ["feed2", "feed"]
+
+
+def test_the_migrations_bring_stored_numbers_into_the_new_bounds(graph):
+    """Rows saved through the admin before the bounds existed are clamped, compared in SQL."""
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from agents.validators import MAX_ORDERS_PER_MINUTE, MAX_POSITION
+    from sessions import money
+
+    Agent.objects.filter(pk="feed").update(position_x=-5, position_y=2**31 - 1)
+    Agent.objects.filter(pk="decider").update(position_x=None, position_y=3)
+    TradingSession.objects.filter(pk=SESSION_ID).update(
+        max_orders_per_minute=0, slippage_size_reference=Decimal(10) ** 21
+    )
+    import_module("agents.migrations.0002_person_input_rules").clamp_to_the_domain(apps, None)
+    import_module("sessions.migrations.0003_person_input_rules").clamp_to_the_domain(apps, None)
+    positions = dict(Agent.objects.values_list("agent_id", "position_x"))
+    assert (positions["feed"], positions["decider"]) == (0, None)
+    assert Agent.objects.get(pk="feed").position_y == MAX_POSITION
+    assert Agent.objects.get(pk="decider").position_y == 3
+    session = TradingSession.objects.get(pk=SESSION_ID)
+    assert (session.max_orders_per_minute, session.slippage_size_reference) == (1, money.MAX_MONEY)
+    TradingSession.objects.filter(pk=SESSION_ID).update(max_orders_per_minute=10**6)
+    import_module("sessions.migrations.0003_person_input_rules").clamp_to_the_domain(apps, None)
+    assert TradingSession.objects.get(pk=SESSION_ID).max_orders_per_minute == MAX_ORDERS_PER_MINUTE
