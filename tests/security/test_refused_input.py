@@ -173,6 +173,39 @@ def test_a_config_accepted_is_storable_and_sendable(keys, price):
     assert all(0 < p <= MAX_PRICE and math.isfinite(p) for p in config.initial_prices.values())
 
 
+@pytest.mark.parametrize(
+    "knobs",
+    [
+        {"annual_volatility": 0.01, "drift": 10},  # e^10 a bar: math.exp overflowed at bar 69
+        {"annual_volatility": 20, "high_vol_multiplier": 100, "drift": 10},
+    ],
+)
+@pytest.mark.parametrize("start", [65_000.0, 1e308])  # the second: a config stored before the bounds
+def test_a_simulated_market_on_the_wildest_valid_knobs_stays_in_the_domain(knobs, start):
+    from agents.kinds.simulated_market import MarketParams, SymbolPath
+
+    path = SymbolPath("BTC-USD", start, seed=1, params=MarketParams(seconds_per_step=31_536_000, **knobs))
+    for _ in range(100):
+        bar = path.next_bar()
+        assert 0 < bar["low"] <= bar["close"] <= bar["high"] < MAX_PRICE
+
+
+@pytest.mark.parametrize("price", ["1e308", "1e7", "9e99"])
+def test_a_csv_bar_past_the_domain_is_a_bad_row(price):
+    from agents.kinds.csv_replay import BadRow, parse_bar
+
+    row = {
+        "timestamp": "2026-01-01T00:00:00Z",
+        "open": "1",
+        "high": price,
+        "low": "1",
+        "close": "1",
+        "volume": "1",
+    }
+    with pytest.raises(BadRow, match="below"):
+        parse_bar(row)
+
+
 # --- the session create API and the page's form -----------------------------------------
 
 
