@@ -51,11 +51,7 @@ class AgentForm(forms.ModelForm):
             except ConfigError as exc:
                 for field, reason in exc.errors:
                     self.add_error("config", f"{field}: {reason}")
-        symbols = data.get("symbols")
-        if symbols is not None and (
-            not isinstance(symbols, list) or not all(isinstance(s, str) and s.strip() for s in symbols)
-        ):
-            self.add_error("symbols", 'Symbols must be a JSON list of names, e.g. ["BTC-USD", "ETH-USD"].')
+        # Symbols are checked by the model's field (agents.validators.validate_symbols).
         return data
 
 

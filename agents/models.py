@@ -1,11 +1,12 @@
 """Agents in the signal graph, and the log/audit rows the panel shows."""
 
 from django.conf import settings
-from django.core.validators import validate_slug
+from django.core.validators import MaxValueValidator, MinValueValidator, validate_slug
 from django.db import models
 from django.utils import timezone
 
 from agents.states import Desired, Status
+from agents.validators import MAX_POSITION, PersonJSONField, validate_symbols, validate_text
 
 
 class Role(models.TextChoices):
@@ -51,14 +52,17 @@ class RunnableState(models.Model):
 RUNNABLE_STATE_FIELDS = tuple(f.name for f in RunnableState._meta.fields)
 
 
+POSITION_VALIDATORS = [MinValueValidator(0), MaxValueValidator(MAX_POSITION)]
+
+
 class Agent(RunnableState):
     agent_id = models.CharField(primary_key=True, max_length=64, validators=[validate_slug])
-    name = models.CharField(max_length=120)
-    kind = models.CharField(max_length=40)
+    name = models.CharField(max_length=120, validators=[validate_text])
+    kind = models.CharField(max_length=40, validators=[validate_text])
     role = models.CharField(max_length=40, choices=Role.choices)
     enabled = models.BooleanField(default=True)
-    symbols = models.JSONField(default=list, blank=True)
-    config = models.JSONField(default=dict, blank=True)
+    symbols = PersonJSONField(default=list, blank=True, validators=[validate_symbols])
+    config = PersonJSONField(default=dict, blank=True)
     # Bumped on every config change; a running loop reloads when it sees a new value.
     config_version = models.PositiveIntegerField(default=1)
     # Edges of the signal graph: this agent consumes the streams of `inputs_from`.
@@ -67,8 +71,8 @@ class Agent(RunnableState):
     last_active = models.DateTimeField(null=True, blank=True)
 
     # Where the card sits on the flow grid (set by dragging it on the page).
-    position_x = models.IntegerField(null=True, blank=True)
-    position_y = models.IntegerField(null=True, blank=True)
+    position_x = models.IntegerField(null=True, blank=True, validators=POSITION_VALIDATORS)
+    position_y = models.IntegerField(null=True, blank=True, validators=POSITION_VALIDATORS)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

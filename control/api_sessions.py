@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from ninja import Body, Query, Router, Schema, Status
 from pydantic import AfterValidator, Field
 
+from agents.validators import MAX_SESSION_SYMBOLS, SYMBOL
 from control import presenters, services
 from control.api_common import BODY_ERRORS, ERRORS, JsonInt, StrictBody, optional
 from control.auth import require_control
-from sessions.forms import MAX_SYMBOLS, SYMBOL
 
 # --- paper trading sessions ---------------------------------------------------------
 #
@@ -145,7 +145,9 @@ def _text(pattern: str, what: str) -> Any:
 
 
 DecimalText = _text(r"^[0-9]{1,12}(\.[0-9]{1,8})?$", 'must be a decimal number in a string, e.g. "10000.00"')
-Symbol = _text(SYMBOL.pattern, "must be a symbol in capitals (letters, digits, '-', '.', '_'), e.g. BTC-USD")
+Symbol = _text(
+    f"^{SYMBOL.pattern}$", "must be a symbol in capitals (letters, digits, '-', '.', '_'), e.g. BTC-USD"
+)
 NotBlank = _text(r"\S", "must not be blank")
 SessionId = _text(r"^[-a-zA-Z0-9_]{1,64}$", "must be 1 to 64 letters, digits, '-' or '_'")
 
@@ -165,7 +167,7 @@ class SessionIn(StrictBody):
     name: Annotated[NotBlank, Field(max_length=120)]
     symbols: Annotated[
         list[Symbol],
-        Field(min_length=1, max_length=MAX_SYMBOLS, json_schema_extra={"uniqueItems": True}),
+        Field(min_length=1, max_length=MAX_SESSION_SYMBOLS, json_schema_extra={"uniqueItems": True}),
         AfterValidator(_unique),
     ]
     decision_agent: str = Field(description="The id of a decision agent.")

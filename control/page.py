@@ -26,6 +26,7 @@ from agents.runtime.bus import newest_messages
 from agents.runtime.logs import log_path, tail
 from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
+from agents.validators import stored_object
 from control import health, presenters, transitions
 from sessions.models import TradingSession
 
@@ -120,7 +121,7 @@ def kind_summary(agent: Agent, data: dict[str, Any], messages: list[dict[str, An
     kind = agent.kind
     lines: list[tuple[str, str]] = []
     if kind == "market_data":
-        source = (agent.config or {}).get("source", "?")
+        source = stored_object(agent.config).get("source", "?")
         lines.append(("Source", "simulated (not real prices)" if source == "simulated" else str(source)))
         for symbol, bar in _latest_by_symbol(messages, "bar").items():
             lines.append((symbol, _num(bar.get("close"))))
@@ -205,13 +206,21 @@ def _signed(value: Any) -> str:
 
 
 def columns(cards: list[AgentCard]) -> list[tuple[str, list[AgentCard]]]:
-    """Cards in their role's column, ordered by the saved position, then upstream first."""
+    """Cards in their role's column, ordered by the saved position, then upstream first;
+    cards without a saved position (None: left blank in the admin) below the others."""
     out = []
     for title, roles in COLUMNS:
         in_column = [c for c in cards if c.agent["role"] in roles]
-        in_column.sort(key=lambda c: (c.agent.get("position_y", 0), ROLE_ORDER.index(c.agent["role"])))
+        in_column.sort(
+            key=lambda c: (*_position(c.agent.get("position_y")), ROLE_ORDER.index(c.agent["role"]))
+        )
         out.append((title, in_column))
     return out
+
+
+def _position(value: Any) -> tuple[bool, int]:
+    """A sort key for a stored position, whatever it holds: (unset, position)."""
+    return (False, value) if isinstance(value, int) and not isinstance(value, bool) else (True, 0)
 
 
 def edges(cards: list[AgentCard]) -> list[dict[str, Any]]:

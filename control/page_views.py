@@ -17,6 +17,7 @@ from agents.models import Agent
 from control import page, services
 from control.auth import require_control
 from control.errors import InvalidInput, ServiceError
+from control.query import BadParameter, int_param
 from sessions.forms import SessionCreateForm
 
 TEMPLATE = "control/index.html"
@@ -219,9 +220,12 @@ def session_new(request: HttpRequest) -> HttpResponse:
 @require_GET
 def feed(request: HttpRequest) -> HttpResponse:
     """Feed entries: ?before=<id> for older ones; ?level= and ?source= filter."""
-    before = request.GET.get("before")
+    try:
+        before = int_param(request.GET, "before", default=None, low=1)
+    except BadParameter as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
     entries = page.feed_entries(
-        before=int(before) if before and before.isdigit() else None,
+        before=before,
         level=request.GET.get("level", ""),
         source=request.GET.get("source", ""),
     )

@@ -18,6 +18,7 @@ from agents.runtime import keys
 from agents.runtime.heartbeats import numbers
 from agents.runtime.redis import get_redis
 from agents.states import Status
+from agents.validators import stored_object, stored_symbols
 from control.errors import NotFound
 from sessions import metrics, money
 from sessions.models import OPEN_STATUSES, EquityPoint, Fill, Order, Position, TradingSession
@@ -67,10 +68,10 @@ def agent_dict(
         "enabled": agent.enabled,
         "status": agent.status,
         "desired_state": agent.desired_state,
-        "symbols": list(agent.symbols or []),
+        "symbols": stored_symbols(agent.symbols),
         "inputs_from": inputs,
         "outputs_to": outputs,
-        "config": agent.config,
+        "config": stored_object(agent.config),
         "metrics": metrics if metrics else (agent.metrics or {}),
         "last_active": _last_active(agent, metrics),
         "last_heartbeat": agent.last_heartbeat,
@@ -178,7 +179,7 @@ def session_dict(session: TradingSession, numbers: dict[str, Any]) -> dict[str, 
         "name": session.name,
         "status": session.status,
         "desired_state": session.desired_state,
-        "symbols": list(session.symbols or []),
+        "symbols": stored_symbols(session.symbols),
         "decision_agent": session.decision_agent_id,
         "execution_agent": session.execution_agent_id,
         "starting_cash": amount(session.starting_cash),

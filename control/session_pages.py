@@ -17,8 +17,8 @@ Times are unix seconds (UTC), as lightweight-charts expects.
 from __future__ import annotations
 
 import json
-import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -32,9 +32,11 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
 
 from agents.runtime.redis import get_redis
+from agents.validators import stored_symbols
 from control import presenters, session_market
 from control.errors import NotFound, json_error
 from control.page import status_icon
+from control.query import BadParameter, decimal_param, int_param
 from control.session_market import (
     Bar,
     build_candles,
@@ -47,15 +49,14 @@ from sessions.models import EquityPoint, Fill, Side, TradingSession
 FILLS_PAGE = 50
 DEFAULT_INTERVAL = 10  # seconds per candle
 MAX_INTERVAL = 86_400
+MAX_FILLS_OFFSET = 10_000_000
+MAX_SINCE = 253_402_300_799  # 9999-12-31 23:59:59 UTC
 INTERVAL_CHOICES = [(5, "5 s"), (10, "10 s"), (30, "30 s"), (60, "1 min"), (300, "5 min")]
 MAX_MARKERS = 1000  # the newest fills marked per symbol
 MAX_EQUITY_POINTS = presenters.MAX_EQUITY_POINTS
 
 BUY_COLOR = "#26a69a"
 SELL_COLOR = "#ef5350"
-
-class BadParameter(ValueError):
-    pass
 
 
 # --- the page ----------------------------------------------------------------------------
@@ -94,9 +95,12 @@ def _not_found(request: HttpRequest, session_id: str) -> HttpResponse:
 
 
 def _render_detail(request: HttpRequest, session: TradingSession, partial: str | None) -> HttpResponse:
-    offset = _offset(request.GET.get("offset"))
     try:
-        interval = _interval(request.GET.get("interval"))
+        offset = int_param(request.GET, "offset", default=0, high=MAX_FILLS_OFFSET)
+    except BadParameter as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    try:
+        interval = _interval(request.GET)
         interval_error = ""
     except BadParameter as exc:
         interval, interval_error = DEFAULT_INTERVAL, str(exc)
@@ -136,27 +140,9 @@ def _page_url(session: TradingSession, **params: Any) -> str:
     return f"{base}?{urlencode(params)}" if params else base
 
 
-def _offset(raw: str | None) -> int:
-    """?offset= for the fills: a whole number >= 0; anything else is the first page."""
-    try:
-        value = int(raw or 0)
-    except ValueError:
-        return 0
-    return max(value, 0)
-
-
-def _interval(raw: str | None) -> int:
-    if raw in (None, ""):
-        return DEFAULT_INTERVAL
-    try:
-        value = int(raw)
-    except ValueError:
-        raise BadParameter(
-            f"The candle interval must be a whole number of seconds (1 to {MAX_INTERVAL}), not {raw!r}."
-        ) from None
-    if not 1 <= value <= MAX_INTERVAL:
-        raise BadParameter(f"The candle interval must be between 1 and {MAX_INTERVAL} seconds, not {value}.")
-    return value
+def _interval(query: Mapping[str, str]) -> int:
+    """?interval=: seconds per candle."""
+    return int_param(query, "interval", default=DEFAULT_INTERVAL, low=1, high=MAX_INTERVAL)
 
 
 def _sign(value: Any) -> int:
@@ -243,7 +229,6 @@ def _fills_context(session: TradingSession, offset: int, interval: int) -> dict[
 # --- chart.json ----------------------------------------------------------------------------
 
 
-
 @require_GET
 def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
     """Candles and fill markers per symbol, and the equity curve.
@@ -259,11 +244,11 @@ def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
     if session is None:
         return json_error(404, f"There is no session with id {session_id!r}.", "not_found")
     try:
-        interval = _interval(request.GET.get("interval"))
-        since = _since(request.GET.get("since"), interval)
+        interval = _interval(request.GET)
+        since = _since(request.GET)
     except BadParameter as exc:
         return json_error(400, str(exc), "bad_request")
-    symbols = [s for s in (session.symbols or []) if isinstance(s, str)]
+    symbols = stored_symbols(session.symbols)
     producers = market_producers(session)
 
     bars: list[Bar] = []
@@ -309,16 +294,10 @@ def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
     )
 
 
-def _since(raw: str | None, interval: int) -> int | None:
-    if raw in (None, ""):
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value < 0:
-        raise BadParameter(f"'since' must be unix seconds (a number of 0 or more), not {raw!r}.")
-    return int(value)
+def _since(query: Mapping[str, str]) -> int | None:
+    """?since=: unix seconds, up to the last second a datetime holds."""
+    value = decimal_param(query, "since", high=MAX_SINCE, what="unix seconds")
+    return None if value is None else int(value)
 
 
 def fill_markers(

@@ -11,6 +11,7 @@ from agents.runtime.logs import LogFileRefused, log_path, open_log, tail
 from control import health
 from control.auth import request_user
 from control.errors import Throttled, json_error
+from control.query import BadParameter, int_param
 
 MAX_LINES = 5000
 
@@ -32,15 +33,10 @@ def agent_logs(request: HttpRequest, agent_id: str):
         return exc.response()
     if user is None:
         return json_error(401, "Log in, or send 'Authorization: Bearer <token>'.", "not_authenticated")
-    raw_lines = request.GET.get("lines", "100")
     try:
-        lines = int(raw_lines)
-    except ValueError:
-        lines = 0
-    if not 1 <= lines <= MAX_LINES:
-        return json_error(
-            400, f"'lines' must be a whole number from 1 to {MAX_LINES}; got {raw_lines!r}.", "bad_lines"
-        )
+        lines = int_param(request.GET, "lines", default=100, low=1, high=MAX_LINES)
+    except BadParameter as exc:
+        return json_error(400, str(exc), "bad_lines")
     # The id is looked up in the database first: only a known agent's file can be read.
     agent = Agent.objects.filter(pk=agent_id).only("agent_id").first()
     if agent is None:

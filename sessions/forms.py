@@ -10,12 +10,11 @@ from django.core.exceptions import ValidationError
 from django.utils.text import slugify
 
 from agents.models import Agent
+from agents.validators import MAX_SESSION_SYMBOLS, SYMBOL, shown, stored_symbols
 from sessions.models import TradingSession
 
-SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9._-]{0,31}$")
 # Literal paths under /api/paper-trading/sessions/ that an id must not shadow.
 RESERVED_IDS = {"pause-all", "resume-all"}
-MAX_SYMBOLS = 20
 # Optional on create: the model's defaults apply when they are left out.
 OPTIONAL_FIELDS = (
     "max_position_weight",
@@ -37,15 +36,15 @@ class SymbolsField(forms.Field):
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise ValidationError('Give the symbols as a list of strings, e.g. ["BTC-USD"].')
         symbols = [v.strip().upper() for v in value]
-        bad = [s for s in symbols if not SYMBOL.match(s)]
+        bad = [shown(s) for s in symbols if not SYMBOL.fullmatch(s)]
         if bad:
             raise ValidationError(
                 f"Not a symbol: {', '.join(bad)} (letters, digits, '-', '.', '_'; e.g. BTC-USD)."
             )
         if len(set(symbols)) != len(symbols):
             raise ValidationError("A symbol is listed twice.")
-        if len(symbols) > MAX_SYMBOLS:
-            raise ValidationError(f"At most {MAX_SYMBOLS} symbols per session.")
+        if len(symbols) > MAX_SESSION_SYMBOLS:
+            raise ValidationError(f"At most {MAX_SESSION_SYMBOLS} symbols per session.")
         return symbols
 
     def validate(self, value: list[str]) -> None:
@@ -102,12 +101,6 @@ class SessionCreateForm(forms.ModelForm):
             raise ValidationError(f"A session with id {session_id!r} exists already.")
         return session_id
 
-    def clean_max_orders_per_minute(self) -> int | None:
-        value = self.cleaned_data.get("max_orders_per_minute")
-        if value is not None and not 1 <= value <= 600:
-            raise ValidationError("Between 1 and 600 orders a minute.")
-        return value
-
     def clean_execution_agent(self) -> Agent:
         agent = self.cleaned_data.get("execution_agent")
         if agent is not None:
@@ -123,12 +116,13 @@ class SessionCreateForm(forms.ModelForm):
         data = super().clean()
         decision, symbols = data.get("decision_agent"), data.get("symbols")
         if decision is not None and symbols:
-            missing = [s for s in symbols if s not in (decision.symbols or [])]
+            followed = stored_symbols(decision.symbols)
+            missing = [s for s in symbols if s not in followed]
             if missing:
                 self.add_error(
                     "symbols",
                     f"Decision agent {decision.agent_id} does not follow {', '.join(missing)} "
-                    f"(it follows {', '.join(decision.symbols or []) or 'no symbol'}).",
+                    f"(it follows {', '.join(followed) or 'no symbol'}).",
                 )
         execution = data.get("execution_agent")
         if execution is not None and symbols:
@@ -153,7 +147,7 @@ class SessionCreateForm(forms.ModelForm):
 def _priced_symbols(execution: Agent) -> set[str]:
     symbols: set[str] = set()
     for agent in execution.inputs_from.all():
-        symbols.update(agent.symbols or [])
+        symbols.update(stored_symbols(agent.symbols))
     return symbols
 
 

@@ -18,6 +18,12 @@ from django.utils import timezone
 
 from agents.models import RunnableState
 from agents.states import Status
+from agents.validators import (
+    MAX_ORDERS_PER_MINUTE,
+    PersonJSONField,
+    validate_session_symbols,
+    validate_text,
+)
 from sessions import money
 
 
@@ -48,12 +54,15 @@ def bps_field(default: str, **kwargs) -> models.DecimalField:
     )
 
 
+ORDER_RATE_HELP = f"Between 1 and {MAX_ORDERS_PER_MINUTE} orders a minute."
+
+
 class TradingSession(RunnableState):
     """A simulated account following one decision agent for some symbols."""
 
     session_id = models.CharField(primary_key=True, max_length=64, validators=[validate_slug])
-    name = models.CharField(max_length=120)
-    symbols = models.JSONField(default=list, blank=True)
+    name = models.CharField(max_length=120, validators=[validate_text])
+    symbols = PersonJSONField(default=list, blank=True, validators=[validate_session_symbols])
     decision_agent = models.ForeignKey(
         "agents.Agent",
         null=True,
@@ -91,7 +100,13 @@ class TradingSession(RunnableState):
         validators=[MinValueValidator(Decimal(0)), MaxValueValidator(Decimal(1))],
         help_text="Largest share of equity one symbol may take (0..1).",
     )
-    max_orders_per_minute = models.PositiveIntegerField(default=6)
+    max_orders_per_minute = models.PositiveIntegerField(
+        default=6,
+        validators=[
+            MinValueValidator(1, ORDER_RATE_HELP),
+            MaxValueValidator(MAX_ORDERS_PER_MINUTE, ORDER_RATE_HELP),
+        ],
+    )
     flatten_on_stop = models.BooleanField(
         default=False, help_text="Sell every position when the session stops."
     )
@@ -103,7 +118,7 @@ class TradingSession(RunnableState):
     )
     slippage_size_reference = money_field(
         default=Decimal("10000"),
-        validators=[MinValueValidator(Decimal("0.01"))],
+        validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(money.MAX_MONEY)],
         help_text="Notional up to which an order slips slippage_bps when slippage is size-scaled.",
     )
 

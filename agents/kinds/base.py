@@ -10,11 +10,18 @@ import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
+from pydantic_core import PydanticCustomError
 
 from agents.runtime.bus import InputMessage
+from agents.validators import MAX_PRICE, json_problem
+
+# A price a config names (a starting price): positive, and what the ledger can hold.
+Price = Annotated[float, Field(gt=0, lt=MAX_PRICE)]
+# How much one input or component counts; weights are normalised, so 1000 is plenty.
+Weight = Annotated[float, Field(ge=0, le=1000)]
 
 
 def must_exceed(other: str) -> Callable[..., Any]:
@@ -46,9 +53,20 @@ def must_be_below(other: str) -> Callable[..., Any]:
 
 
 class KindConfig(BaseModel):
-    """Base of every kind's config schema. Unknown keys are refused, not ignored."""
+    """Base of every kind's config schema. Unknown keys are refused, not ignored; so are
+    NaN and infinities (here and in each kind's nested models), and text (keys included)
+    that cannot be stored or shown."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        # Before the fields, so that no error message repeats the unshowable text.
+        problem = json_problem(data, numbers=False)
+        if problem:
+            raise PydanticCustomError("unstorable", "The config {problem}.", {"problem": problem})
+        return data
 
     tick_seconds: float = Field(1.0, ge=0.05, le=60, description="Seconds between steps.")
     step_timeout_seconds: float | None = Field(

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from agents.validators import MAX_PRICE
+
 REQUIRED_COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 # Unix times above this are taken as milliseconds (as seconds it would be year 5138).
 _MILLIS_THRESHOLD = 1e11
@@ -88,6 +90,8 @@ def parse_bar(row: dict[str, str]) -> tuple[datetime, dict[str, float]]:
             raise BadRow(f"{col} is not finite: {raw!r}")
     if min(bar["open"], bar["high"], bar["low"], bar["close"]) <= 0:
         raise BadRow("prices must be positive")
+    if bar["high"] >= MAX_PRICE:  # what a fill can be booked at; 1e308 overflowed the analysis
+        raise BadRow(f"prices must be below {MAX_PRICE:,.0f}")
     if bar["volume"] < 0:
         raise BadRow("volume is negative")
     if bar["high"] < max(bar["open"], bar["close"]) or bar["low"] > min(bar["open"], bar["close"]):

@@ -23,12 +23,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from agents.kinds import register
-from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, must_be_below
+from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, Weight, must_be_below
 from agents.runtime.bus import InputMessage
 
 SUMMARY_SYMBOLS = 5
@@ -42,8 +42,6 @@ SIGNAL_FIELDS = {"signal": "signal", "sentiment": "average"}
 DEFAULT_KINDS = {"signal": "technical", "sentiment": "sentiment"}
 # Reasons list technical signals first, then sentiment, then anything else, each by producer.
 KIND_ORDER = {"technical": 0, "sentiment": 1}
-
-Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 @dataclass(frozen=True)
@@ -84,6 +82,7 @@ class Decision(AgentKind):
     class Config(KindConfig):
         weights: dict[str, Weight] = Field(
             default_factory=dict,
+            max_length=1000,
             description="Weight per input agent id (>= 0; 0 mutes it). Inputs not listed weigh "
             "default_weight. Weights are normalised over the inputs with a fresh signal.",
         )

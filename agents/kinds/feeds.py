@@ -9,13 +9,14 @@ only parses the bytes: given a string it would fetch URLs and open paths by itse
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Annotated, Any
 
 import feedparser
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.net.fetch import fetch as fetch_url
 from agents.net.url_policy import FetchableUrl
+from agents.validators import MAX_AGENT_SYMBOLS
 
 # A feed download must not hold the step past the loop's lease (2 ticks + LEASE_EXTRA_SECONDS,
 # 12 s by default): one feed per step, the whole download (redirects included) bounded.
@@ -39,11 +40,13 @@ class FeedConfig(BaseModel):
 
     url: FetchableUrl = Field(
         ...,
+        max_length=2000,
         description="http(s) URL of an RSS/Atom feed on a public host (private hosts only if "
         "listed in the FETCH_ALLOWED_HOSTS setting).",
     )
-    symbols: list[str] = Field(
+    symbols: list[Annotated[str, Field(max_length=32)]] = Field(
         default_factory=list,
+        max_length=MAX_AGENT_SYMBOLS,
         description="Symbols every headline of this feed concerns; empty matches each headline by keywords.",
     )
 

@@ -18,13 +18,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, PositiveFloat, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from agents.kinds import register
-from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult
+from agents.kinds.base import AgentKind, KindConfig, Price, StepContext, StepResult
 from agents.kinds.csv_replay import BadRow, CsvReplay, parse_timestamp, resolve_csv_path
 from agents.kinds.headlines import Headline, NewsDesk
 from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
+from agents.validators import MAX_AGENT_SYMBOLS, MAX_SEED
 
 SUMMARY_SYMBOLS = 5
 # How many of its own newest messages per symbol a restart reads to find each symbol's
@@ -54,10 +55,14 @@ class MarketData(AgentKind):
         source: Literal["simulated", "csv"] = Field("simulated", description="Where prices come from.")
         # --- simulated ---
         seed: int | None = Field(
-            None, description="Random seed; empty derives a stable one from the agent id, so restarts repeat."
+            None,
+            ge=-MAX_SEED,
+            le=MAX_SEED,
+            description="Random seed; empty derives a stable one from the agent id, so restarts repeat.",
         )
-        initial_prices: dict[str, PositiveFloat] = Field(
+        initial_prices: dict[str, Price] = Field(
             default_factory=dict,
+            max_length=MAX_AGENT_SYMBOLS,
             description="Starting price per symbol; others start at BTC-USD 65000, ETH-USD 3400, else 100.",
         )
         annual_volatility: float = Field(0.6, gt=0, le=20, description="Annualised volatility (0.6 = 60%).")
@@ -91,6 +96,7 @@ class MarketData(AgentKind):
         # --- csv ---
         csv_path: str | None = Field(
             None,
+            max_length=1000,
             validate_default=True,
             description="CSV file under the market data folder (relative or absolute); required for csv.",
         )

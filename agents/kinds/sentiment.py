@@ -19,7 +19,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
@@ -29,6 +29,7 @@ from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, mu
 from agents.kinds.feeds import FeedConfig, FeedState, describe, fetch, normalize_symbol
 from agents.net.fetch import FetchError
 from agents.net.url_policy import display_url
+from agents.validators import MAX_AGENT_SYMBOLS
 
 # VADER's stock lexicon is tuned to social media and misses market verbs ("surges"
 # scores 0, "rally" is unknown); these valences, on VADER's -4..+4 scale, make price
@@ -139,8 +140,9 @@ class Sentiment(AgentKind):
             validate_default=True,
             description="RSS/Atom feeds to poll (used when sources includes 'rss').",
         )
-        keywords: dict[str, list[str]] = Field(
+        keywords: dict[str, list[Annotated[str, Field(max_length=100)]]] = Field(
             default_factory=lambda: {k: list(v) for k, v in DEFAULT_KEYWORDS.items()},
+            max_length=MAX_AGENT_SYMBOLS,
             description="Symbol -> words tying a feed headline to it (whole words, any case); "
             "a symbol not listed matches its base code (SOL for SOL-USD).",
         )

@@ -14,6 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
+from agents.validators import MAX_PRICE
+
 # Crypto trades around the clock, so a simulated year is 365 full days.
 SECONDS_PER_YEAR = 365 * 24 * 3600
 # Sub-steps per bar: the bar's high/low are the extremes of this intra-bar path.
@@ -23,6 +25,10 @@ NOTIONAL_PER_MINUTE = 250_000.0
 DEFAULT_PRICES = {"BTC-USD": 65_000.0, "ETH-USD": 3_400.0}
 FALLBACK_PRICE = 100.0
 MIN_PRICE = 1e-8
+# The walk stays below the ledger's largest price (a config's starting prices are below
+# it too): wild but valid knobs (volatility 20 x 100 over year-long bars) would otherwise
+# overflow math.exp and stop the agent, or feed prices no fill can be booked at.
+LOG_MAX_PRICE = math.log(MAX_PRICE * 0.999)
 
 
 def default_price(symbol: str) -> float:
@@ -65,7 +71,7 @@ class SymbolPath:
         self, symbol: str, price: float, seed: int, params: MarketParams, high: bool = False
     ) -> None:
         self.symbol = symbol
-        self.price = max(price, MIN_PRICE)
+        self.price = min(max(price, MIN_PRICE), math.exp(LOG_MAX_PRICE))
         self.high = high
         self.params = params
         # The log size of the last bar's jump (0.0 without one), for simulated news.
@@ -93,6 +99,7 @@ class SymbolPath:
             if i == jump_at:
                 self.last_jump = rng.gauss(0.0, p.jump_std)
                 log_price += self.last_jump
+            log_price = min(log_price, LOG_MAX_PRICE)
             high, low = max(high, log_price), min(low, log_price)
 
         opened, closed = self.price, max(math.exp(log_price), MIN_PRICE)

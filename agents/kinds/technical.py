@@ -15,7 +15,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from agents.kinds import register
-from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, must_be_below, must_exceed
+from agents.kinds.base import (
+    AgentKind,
+    KindConfig,
+    StepContext,
+    StepResult,
+    Weight,
+    must_be_below,
+    must_exceed,
+)
 from agents.kinds.technical_indicators import (
     COMPONENTS,
     Periods,
@@ -33,10 +41,10 @@ class Weights(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    ma_cross: float = Field(1.0, ge=0, le=1000, description="Weight of the moving-average crossover.")
-    rsi: float = Field(1.0, ge=0, le=1000, description="Weight of the RSI component.")
-    macd: float = Field(1.0, ge=0, le=1000, description="Weight of the MACD histogram component.")
-    bollinger: float = Field(1.0, ge=0, le=1000, description="Weight of the Bollinger band position.")
+    ma_cross: Weight = Field(1.0, description="Weight of the moving-average crossover.")
+    rsi: Weight = Field(1.0, description="Weight of the RSI component.")
+    macd: Weight = Field(1.0, description="Weight of the MACD histogram component.")
+    bollinger: Weight = Field(1.0, description="Weight of the Bollinger band position.")
 
     @model_validator(mode="after")
     def _one_counts(self) -> Weights:

@@ -88,7 +88,14 @@ def test_the_live_fragments_escape_and_the_events_are_json(hostile):
 
 
 def test_a_toast_carries_the_name_as_json_text_in_one_header(graph, operator_client):
-    form = {"name": PAYLOAD, "symbols": "BTC-USD", "decision_agent": "decider", "starting_cash": "100"}
+    # A line break is refused in a name (tests/security/test_refused_input.py); one stored
+    # before that rule is still shown as text (above).
+    form = {
+        "name": PAYLOAD.replace("\r\n", " "),
+        "symbols": "BTC-USD",
+        "decision_agent": "decider",
+        "starting_cash": "100",
+    }
     response = operator_client.post("/ui/sessions/new", form, HTTP_HX_REQUEST="true")
     assert response.status_code == 200, response.content[:500]
     header = response["HX-Trigger"]
