@@ -202,7 +202,7 @@ def test_the_migrations_bring_stored_numbers_into_the_new_bounds(graph):
         max_orders_per_minute=0, slippage_size_reference=Decimal(10) ** 21
     )
     import_module("agents.migrations.0002_person_input_rules").clamp_to_the_domain(apps, None)
-    import_module("sessions.migrations.0003_person_input_rules").clamp_to_the_domain(apps, None)
+    import_module("sessions.migrations.0004_person_input_rules").clamp_to_the_domain(apps, None)
     positions = dict(Agent.objects.values_list("agent_id", "position_x"))
     assert (positions["feed"], positions["decider"]) == (0, None)
     assert Agent.objects.get(pk="feed").position_y == MAX_POSITION
@@ -210,5 +210,5 @@ def test_the_migrations_bring_stored_numbers_into_the_new_bounds(graph):
     session = TradingSession.objects.get(pk=SESSION_ID)
     assert (session.max_orders_per_minute, session.slippage_size_reference) == (1, money.MAX_MONEY)
     TradingSession.objects.filter(pk=SESSION_ID).update(max_orders_per_minute=10**6)
-    import_module("sessions.migrations.0003_person_input_rules").clamp_to_the_domain(apps, None)
+    import_module("sessions.migrations.0004_person_input_rules").clamp_to_the_domain(apps, None)
     assert TradingSession.objects.get(pk=SESSION_ID).max_orders_per_minute == MAX_ORDERS_PER_MINUTE
