@@ -128,13 +128,17 @@ def test_at_phone_width_sessions_and_fills_show_every_column_without_a_sideways_
         for label in ("Equity", "P&L", "Trades"):
             cell = row.locator(f'td[data-label="{label}"]')
             expect(cell).to_be_visible()
-            assert inside_the_screen(cell, PHONE["width"]), label
+            wait_for(
+                lambda c=cell: inside_the_screen(c, PHONE["width"]), timeout=5, what=f"{label} on screen"
+            )
         for name, button in (
             ("Pause", row.get_by_role("button", name=re.compile("^Pause"))),
             ("Details", row.get_by_role("link", name=re.compile("^Details"))),
         ):
             expect(button).to_be_visible()
-            assert inside_the_screen(button, PHONE["width"]), name
+            wait_for(
+                lambda b=button: inside_the_screen(b, PHONE["width"]), timeout=5, what=f"{name} on screen"
+            )
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         boxes = "[...document.querySelectorAll('.table-responsive')]"
         assert page.evaluate(f"{boxes}.filter(b => b.scrollWidth > b.clientWidth).length") == 0
@@ -144,7 +148,9 @@ def test_at_phone_width_sessions_and_fills_show_every_column_without_a_sideways_
         for label in ("Price", "Fee", "Realized P&L"):
             cell = fill.locator(f'td[data-label="{label}"]')
             expect(cell).to_be_visible()
-            assert inside_the_screen(cell, PHONE["width"]), label
+            wait_for(
+                lambda c=cell: inside_the_screen(c, PHONE["width"]), timeout=5, what=f"{label} on screen"
+            )
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     finally:
         context.close()
