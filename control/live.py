@@ -49,11 +49,47 @@ def _digest(value: Any) -> str:
     ).hexdigest()
 
 
-def _card_fingerprint(card: page.AgentCard) -> str:
-    # last_active / last_heartbeat move every tick: they travel in the cheap "live-times"
-    # map instead of re-rendering the card. Counters show only through the summary.
-    shown = {k: v for k, v in card.agent.items() if k not in ("last_active", "last_heartbeat", "metrics")}
-    return _digest([shown, card.summary, card.log_lines, card.can_start, card.can_stop])
+# What each part shows, and nothing else: a field that moves without changing the page
+# (a heartbeat every step, a counter) would re-render the part on every sweep, and the
+# re-render would take the keyboard focus from its buttons. Times that tick ("Last active",
+# "started 3 min ago") are rendered by the page itself from <time datetime>: only whether
+# there is one shows here (live-times carries "last active" without a re-render).
+CARD_SHOWS = (
+    "agent_id",
+    "name",
+    "kind",
+    "status",
+    "desired_state",
+    "symbols",
+    "inputs_from",
+    "error_message",
+)
+ROW_SHOWS = (
+    "session_id",
+    "name",
+    "symbols",
+    "status",
+    "desired_state",
+    "error_message",
+    "started_at",
+    "stopped_at",
+    "equity",
+    "pnl",
+    "pnl_pct",
+    "trades",
+)
+
+
+def card_fingerprint(card: page.AgentCard) -> str:
+    """What the agent's card shows: its fingerprint moves only when the card would look different."""
+    shown = {k: card.agent.get(k) for k in CARD_SHOWS}
+    active = card.agent.get("last_active") is not None
+    return _digest([shown, active, card.summary, card.log_lines, card.can_start, card.can_stop])
+
+
+def row_fingerprint(row: page.SessionRow) -> str:
+    """What the session's row shows (not its heartbeat, which moves every step)."""
+    return _digest([{k: row.session.get(k) for k in ROW_SHOWS}, row.can])
 
 
 @dataclass
@@ -292,13 +328,13 @@ class Hub:
                 changed, "flow", _digest(agent_ids), "flow", {"columns": page.columns(cards)}, force=True
             )
             for card in cards:
-                self._prints[f"agent-{card.agent_id}"] = _card_fingerprint(card)
+                self._prints[f"agent-{card.agent_id}"] = card_fingerprint(card)
         else:
             for card in cards:
                 self._note(
                     changed,
                     f"agent-{card.agent_id}",
-                    _card_fingerprint(card),
+                    card_fingerprint(card),
                     "agent-card",
                     {"card": card},
                     budget=f"agent:{card.agent_id}",
@@ -317,13 +353,13 @@ class Hub:
                 changed, "session-rows", _digest(session_ids), "session-rows", {"sessions": rows}, force=True
             )
             for row in rows:
-                self._prints[f"session-{row.session_id}"] = _digest([row.session, row.can])
+                self._prints[f"session-{row.session_id}"] = row_fingerprint(row)
         else:
             for row in rows:
                 self._note(
                     changed,
                     f"session-{row.session_id}",
-                    _digest([row.session, row.can]),
+                    row_fingerprint(row),
                     "session-row",
                     {"row": row},
                     budget=f"session:{row.session_id}",
@@ -360,13 +396,13 @@ class Hub:
             if self._agent_ids and card.agent_id in self._agent_ids:  # new agents: the full sweep
                 key = f"agent-{card.agent_id}"
                 budget = f"agent:{card.agent_id}"
-                fingerprint = _card_fingerprint(card)
+                fingerprint = card_fingerprint(card)
                 self._note(changed, key, fingerprint, "agent-card", {"card": card}, budget=budget)
         rows = page.session_rows(session_ids) if session_ids else []
         for row in rows:
             if self._session_ids and row.session_id in self._session_ids:
                 key = f"session-{row.session_id}"
-                fingerprint = _digest([row.session, row.can])
+                fingerprint = row_fingerprint(row)
                 budget = f"session:{row.session_id}"
                 self._note(changed, key, fingerprint, "session-row", {"row": row}, budget=budget)
         for can_control in levels:
