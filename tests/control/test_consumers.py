@@ -70,7 +70,7 @@ def test_a_new_socket_gets_every_part_then_the_card_that_changes(operator, make_
                 got["card"] = message
             elif 'id="system-panel"' in message and "in error" in message:
                 got["panel"] = message
-        assert 'hx-swap-oob="true"' in got["card"] and "boom" in got["card"]
+        assert 'hx-swap-oob="morph"' in got["card"] and "boom" in got["card"]
         # The system panel came too, with an alert.
         assert "Agent feed is in error: boom" in got["panel"]
         await ws.disconnect()

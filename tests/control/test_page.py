@@ -146,7 +146,7 @@ def test_a_new_session_joins_the_table(operator_client, graph):
     )
     assert response.status_code == 200, response.content
     html = response.content.decode()
-    assert 'id="session-rows" hx-swap-oob="true"' in html and 'id="session-fresh-one"' in html
+    assert 'id="session-rows" hx-swap-oob="morph"' in html and 'id="session-fresh-one"' in html
     created = TradingSession.objects.get(pk="fresh-one")
     assert created.execution_agent_id == "broker" and created.cash == D("500")
     assert toast(response)["level"] == "success"
@@ -170,7 +170,9 @@ def test_the_resync_endpoint_returns_every_part_as_out_of_band_swaps(operator_cl
     html = operator_client.get("/ui/panel").content.decode()
     for dom_id in ("system-panel", "flow", "edge-data", "session-rows"):
         assert f'id="{dom_id}"' in html
-    assert html.count('hx-swap-oob="true"') == 4  # nested parts are not swapped twice
+    # Morphed in place (the focus stays); the edge data is a <script>, replaced whole.
+    assert html.count('hx-swap-oob="morph"') == 3  # nested parts are not swapped twice
+    assert html.count('hx-swap-oob="true"') == 1
 
 
 def test_saving_the_order_of_a_column(operator_client, make_agent):
