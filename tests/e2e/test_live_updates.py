@@ -95,3 +95,57 @@ def test_the_focused_pause_button_of_a_session_row_keeps_the_focus_through_pushe
         what="Enter on the focused Pause button to pause the session",
     )
     expect(row.locator(".status-badge")).to_have_text("paused", timeout=LIVE)
+
+
+# Records changes to a node's subtree, except the relative times the page ticks itself.
+WATCH = """id => {
+  var node = document.getElementById(id);
+  node.__watched = true;
+  window.__mutations = window.__mutations || {};
+  window.__mutations[id] = [];
+  new MutationObserver(function (records) {
+    records.forEach(function (r) {
+      var el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+      if (el && el.closest("time[data-ago]")) return;
+      window.__mutations[id].push(r.type + " " + (el ? el.tagName : "?") + " " + (r.attributeName || ""));
+    });
+  }).observe(node, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+def test_a_row_or_card_whose_content_did_not_change_is_not_re_rendered_while_another_changes(
+    demo, logged_in_page
+):
+    # No trades (thresholds out of reach): the ETH session's row shows the same numbers
+    # while its loop steps and its heartbeat moves every second.
+    Agent.objects.filter(pk="decision_main").update(
+        config={"tick_seconds": 1.0, "buy_threshold": 0.99, "sell_threshold": -0.99}
+    )
+    services.start_system()
+    running_everywhere()
+    page = logged_in_page
+    page.add_init_script(script=COUNT_PUSHES)
+    page.goto("/")
+    expect(page.locator("#live-indicator")).to_have_text("Live", timeout=LIVE)
+    quiet = "session-eth-sentiment-analysis"
+    card = "agent-execution_paper"  # no orders: "0 processed", while its counters move
+    for dom_id in (quiet, card):
+        page.evaluate(WATCH, dom_id)
+    first = pushes(page, quiet)
+    first_card = pushes(page, card)
+    beat = TradingSession.objects.get(pk="eth-sentiment-analysis").last_heartbeat
+    row = page.locator("#session-btc-strategy-test")
+    for i in range(3):
+        TradingSession.objects.filter(pk="btc-strategy-test").update(name=f"BTC, renamed {i}")
+        expect(row.locator("th a")).to_have_text(f"BTC, renamed {i}", timeout=LIVE)
+    wait_for(
+        lambda: TradingSession.objects.get(pk="eth-sentiment-analysis").last_heartbeat != beat,
+        what="the quiet session's heartbeat to move",
+    )
+    expect(row.locator("th a")).to_have_text("BTC, renamed 2")
+    assert pushes(page, quiet) == first
+    assert page.evaluate("id => document.getElementById(id).__watched === true", quiet)
+    assert page.evaluate("id => window.__mutations[id]", quiet) == []
+    assert pushes(page, card) == first_card
+    assert page.evaluate("id => document.getElementById(id).__watched === true", card)
+    assert page.evaluate("id => window.__mutations[id]", card) == []
