@@ -111,6 +111,8 @@ class Frame:
     html: dict[bool, list[str]] = field(default_factory=dict)
     full: dict[bool, list[str]] = field(default_factory=dict)  # every part, for new listeners
     events: list[dict[str, Any]] = field(default_factory=list)
+    # New activity entries (entry, its html): each listener gets those its filter shows.
+    feed: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
 
 class Listener:
@@ -120,6 +122,7 @@ class Listener:
     wants_html: bool
     fresh: bool  # joined since the last sweep: gets every part once
     stale: bool = False  # a push to it failed: gets every part at the next full sweep
+    feed_filter: page.FeedFilter = page.FeedFilter()  # what its page's activity feed shows
 
     async def deliver(self, text: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -282,6 +285,9 @@ class Hub:
                         parts = frame.html.get(listener.can_control, [])
                     for text in parts:
                         await listener.deliver(text)
+                    feed = _feed_swap(frame.feed, listener.feed_filter)
+                    if feed:
+                        await listener.deliver(feed)
                 else:
                     for event in frame.events:
                         await listener.deliver(json.dumps(event, cls=DjangoJSONEncoder))
@@ -366,7 +372,7 @@ class Hub:
                 )
 
         times = self._times(cards)
-        feed = self._feed_html() if levels else ""
+        frame.feed = self._new_feed_entries() if levels else []
         whole = {
             "system-panel": ("system-panel", panel),
             "flow": ("flow", {"columns": page.columns(cards)}),
@@ -375,7 +381,7 @@ class Hub:
         }
         for can_control in levels:
             parts = [self._render(name, context, can_control) for name, context in changed.values()]
-            frame.html[can_control] = [*parts, times, *([feed] if feed else [])]
+            frame.html[can_control] = [*parts, times]
         for can_control in fresh:
             parts = [self._render(name, context, can_control) for name, context in whole.values()]
             frame.full[can_control] = [*parts, times]
@@ -497,17 +503,23 @@ class Hub:
             out.append({**edge, "rate": rate, "live": rate > 0 and edge["consumer_running"]})
         return out
 
-    def _feed_html(self) -> str:
-        """New activity entries, appended to the feed."""
+    def _new_feed_entries(self) -> list[tuple[dict[str, Any], str]]:
+        """Activity entries new since the last sweep, each rendered once."""
         if self._feed_after is None:
             self._feed_after = page.newest_feed_id()
-            return ""
+            return []
         entries = page.feed_entries(after=self._feed_after)
         if not entries:
-            return ""
+            return []
         self._feed_after = entries[-1]["id"]
-        items = "".join(render_to_string(f"{TEMPLATE}#feed-item", {"item": item}).strip() for item in entries)
-        return f'<div id="feed-items" hx-swap-oob="beforeend">{items}</div>'
+        return [(item, render_to_string(f"{TEMPLATE}#feed-item", {"item": item}).strip()) for item in entries]
+
+
+def _feed_swap(entries: list[tuple[dict[str, Any], str]], feed_filter: page.FeedFilter) -> str:
+    """The entries `feed_filter` shows, appended to the feed ("" if none): a page filtering
+    its feed is sent nothing it would hide."""
+    items = "".join(html for item, html in entries if feed_filter.matches(item))
+    return f'<div id="feed-items" hx-swap-oob="beforeend">{items}</div>' if items else ""
 
 
 hub = Hub()

@@ -3,15 +3,18 @@ re-render takes the keyboard focus from the part's buttons and costs a socket me
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from agents.models import Agent
+from agents.models import Agent, LogEntry
 from agents.states import Status
-from control.live import Hub
+from control.live import Hub, Listener
+from control.page import FeedFilter
 from sessions.models import TradingSession
 
 D = Decimal
@@ -103,3 +106,59 @@ def test_a_session_row_whose_shown_content_changed_is_pushed(world, change):
     pushed(hub)
     TradingSession.objects.filter(pk="s1").update(**change)
     assert "session-s1" in pushed(hub)
+
+
+@pytest.mark.parametrize(
+    ("level", "source", "expected"),
+    [
+        ("", "", ("", "")),
+        ("warning", "session", ("warning", "session")),
+        ("WARNING", "Session", ("", "")),  # the page's values exactly, nothing looser
+        ("ｗａｒｎｉｎｇ", "ｓｅｓｓｉｏｎ", ("", "")),  # full-width look-alikes
+        ("\ud800", "\x00", ("", "")),
+        (None, 7, ("", "")),
+        (["error"], {"source": "session"}, ("", "")),
+        ("critical", "nobody", ("", "")),
+    ],
+)
+def test_a_feed_filter_takes_the_page_choices_and_nothing_else(level, source, expected):
+    chosen = FeedFilter.parse(level, source)
+    assert (chosen.level, chosen.source) == expected
+
+
+class FakeListener(Listener):
+    def __init__(self, feed_filter: FeedFilter) -> None:
+        self.can_control, self.wants_html, self.fresh, self.stale = True, True, False, False
+        self.feed_filter = feed_filter
+        self.got: list[str] = []
+
+    async def deliver(self, text: str) -> None:
+        self.got.append(text)
+
+
+def test_each_socket_gets_the_new_feed_entries_its_filter_shows(world):
+    hub = Hub()
+    hub.sweep({True}, set(), with_events=False)  # the feed's starting point
+    info = LogEntry.objects.create(source="control", level=20, message="a person did it")
+    warning = LogEntry.objects.create(source="session", level=30, session_id="s1", message="slow")
+    error = LogEntry.objects.create(source="reconciler", level=40, message="broke")
+    listeners = {
+        "all": FakeListener(FeedFilter()),
+        "sessions": FakeListener(FeedFilter(source="session")),
+        "errors": FakeListener(FeedFilter(level="error")),
+        "error sessions": FakeListener(FeedFilter(level="error", source="session")),
+    }
+    hub.listeners = set(listeners.values())
+    async_to_sync(hub._deliver)(hub.sweep({True}, set(), with_events=False))
+
+    def feed_ids(listener: FakeListener) -> set[int]:
+        feed = [m for m in listener.got if m.startswith('<div id="feed-items"')]
+        return {int(i) for m in feed for i in re.findall(r'data-id="(\d+)"', m)}
+
+    assert feed_ids(listeners["all"]) == {info.id, warning.id, error.id}
+    assert feed_ids(listeners["sessions"]) == {warning.id}
+    assert feed_ids(listeners["errors"]) == {error.id}
+    assert not any(m.startswith('<div id="feed-items"') for m in listeners["error sessions"].got)
+    # The session entry names its session.
+    session = next(m for m in listeners["sessions"].got if m.startswith('<div id="feed-items"'))
+    assert "Session one" in session and 'href="/sessions/s1/"' in session
