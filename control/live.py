@@ -372,6 +372,8 @@ class Hub:
                 )
 
         times = self._times(cards)
+        times_changed = self._prints.get("live-times") != times
+        self._prints["live-times"] = times
         frame.feed = self._new_feed_entries() if levels else []
         whole = {
             "system-panel": ("system-panel", panel),
@@ -381,7 +383,7 @@ class Hub:
         }
         for can_control in levels:
             parts = [self._render(name, context, can_control) for name, context in changed.values()]
-            frame.html[can_control] = [*parts, times]
+            frame.html[can_control] = [*parts, *([times] if times_changed else [])]
         for can_control in fresh:
             parts = [self._render(name, context, can_control) for name, context in whole.values()]
             frame.full[can_control] = [*parts, times]
@@ -482,8 +484,8 @@ class Hub:
         }
         body = json_script_safe(times)
         return (
-            f'<script type="application/json" id="live-times" hx-swap-oob="true" data-seq="{self.seq}">'
-            f"{body}</script>"
+            # The same text while no agent was active: then it is not pushed again.
+            f'<script type="application/json" id="live-times" hx-swap-oob="true">{body}</script>'
         )
 
     def _with_rates(self, edges: list[dict[str, Any]]) -> list[dict[str, Any]]:

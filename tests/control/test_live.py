@@ -162,3 +162,14 @@ def test_each_socket_gets_the_new_feed_entries_its_filter_shows(world):
     # The session entry names its session.
     session = next(m for m in listeners["sessions"].got if m.startswith('<div id="feed-items"'))
     assert "Session one" in session and 'href="/sessions/s1/"' in session
+
+
+def test_a_sweep_where_nothing_changed_sends_nothing(world):
+    """Not even the "last active" times: they are sent when they move."""
+    Agent.objects.filter(pk="feed").update(last_active=timezone.now())
+    hub = Hub()
+    hub.sweep({True}, set(), with_events=False)
+    assert hub.sweep({True}, set(), with_events=False).html[True] == []
+    Agent.objects.filter(pk="feed").update(last_active=timezone.now() + timedelta(seconds=1))
+    parts = hub.sweep({True}, set(), with_events=False).html[True]
+    assert len(parts) == 1 and parts[0].startswith('<script type="application/json" id="live-times"')
