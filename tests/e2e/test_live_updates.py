@@ -149,3 +149,42 @@ def test_a_row_or_card_whose_content_did_not_change_is_not_re_rendered_while_ano
     assert pushes(page, card) == first_card
     assert page.evaluate("id => document.getElementById(id).__watched === true", card)
     assert page.evaluate("id => window.__mutations[id]", card) == []
+
+
+def test_a_button_held_down_through_pushes_still_clicks_when_released(live_page):
+    page = live_page
+    card = page.locator("#agent-market_data_sim")
+    box = card.get_by_role("button", name="Stop agent").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    for i in range(2):
+        Agent.objects.filter(pk="market_data_sim").update(name=f"Market, renamed {i}")
+        expect(card.locator("h4")).to_have_text(f"Market, renamed {i}", timeout=LIVE)
+    page.mouse.up()  # a click only if press and release were on the same button
+    wait_for(
+        lambda: Agent.objects.get(pk="market_data_sim").desired_state == Desired.STOPPED,
+        what="the released button to stop the agent",
+    )
+
+
+def test_a_text_selection_in_a_session_row_survives_pushes(live_page):
+    # (Cards are draggable for an operator, and Chromium selects no text in those.)
+    page = live_page
+    row = page.locator("#session-btc-strategy-test")
+    symbols = "#session-btc-strategy-test th .small"
+    page.evaluate(
+        """selector => {
+          var range = document.createRange();
+          range.selectNodeContents(document.querySelector(selector));
+          window.getSelection().removeAllRanges();
+          window.getSelection().addRange(range);
+        }""",
+        symbols,
+    )
+    assert page.evaluate("() => window.getSelection().toString()") == "BTC-USD"
+    first = pushes(page, "session-btc-strategy-test")
+    for i in range(3):
+        TradingSession.objects.filter(pk="btc-strategy-test").update(name=f"BTC, renamed {i}")
+        expect(row.locator("th a")).to_have_text(f"BTC, renamed {i}", timeout=LIVE)
+    assert pushes(page, "session-btc-strategy-test") >= first + 3
+    assert page.evaluate("() => window.getSelection().toString()") == "BTC-USD"
