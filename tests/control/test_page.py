@@ -201,3 +201,14 @@ def test_last_active_comes_from_the_loop_and_a_card_without_one_can_still_tick(m
     now = time.time()
     redis_client.hset(keys.metrics("agent", "feed"), "last_active", repr(now))
     assert page.agent_cards()[0].agent["last_active"].timestamp() == pytest.approx(now, abs=0.001)
+
+
+def test_session_entries_name_their_session_on_the_page_and_in_older_pages(operator_client, graph):
+    make_sessions(1)
+    old = LogEntry.objects.create(source="session", session_id="s0", message="an old one")
+    LogEntry.objects.create(source="session", session_id="gone", message="of a deleted session")
+    page_html = operator_client.get("/").content.decode()
+    older_html = operator_client.get(f"/ui/feed?before={old.id + 1}").content.decode()
+    for html in (page_html, older_html):
+        assert 'href="/sessions/s0/">Session 0' in html and "(s0)" in html
+    assert "session gone" in page_html
