@@ -8,16 +8,7 @@
   "use strict";
   if (!window.htmx || !window.Idiomorph) return;
 
-  var config = {
-    morphStyle: "outerHTML",
-    callbacks: {
-      // A button whose request is in flight keeps its spinner and disabled state: the
-      // request's answer brings its new state.
-      beforeNodeMorphed: function (oldNode) {
-        return !(oldNode.classList && oldNode.classList.contains("htmx-request"));
-      },
-    },
-  };
+  var config = { morphStyle: "outerHTML" };
 
   htmx.defineExtension("morph", {
     isInlineSwap: function (style) { return style === "morph"; },

@@ -236,6 +236,18 @@
   });
   window.addEventListener("resize", drawEdges);
 
+  // While the live socket is open, an action's answer is not swapped in: the hub pushes
+  // the object's new state as the action announces it (and every later one). An answer
+  // swapped in after a newer push would undo it, and the hub would not push it again.
+  var live = false;
+  document.addEventListener("htmx:wsOpen", function () { live = true; });
+  document.addEventListener("htmx:wsClose", function () { live = false; });
+  document.addEventListener("htmx:wsError", function () { live = false; });
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var elt = e.detail.requestConfig && e.detail.requestConfig.elt;
+    if (live && elt && elt.hasAttribute && elt.hasAttribute("data-action")) e.detail.shouldSwap = false;
+  });
+
   // After the socket was down, fetch every part again (pushes may have been missed).
   document.addEventListener("resync", function () {
     htmx.ajax("GET", "/ui/panel", { swap: "none" });
