@@ -285,7 +285,7 @@ class Hub:
                         parts = frame.html.get(listener.can_control, [])
                     for text in parts:
                         await listener.deliver(text)
-                    feed = _feed_swap(frame.feed, listener.feed_filter)
+                    feed = _feed_swap(frame.feed, listener.feed_filter) if frame.feed else ""
                     if feed:
                         await listener.deliver(feed)
                 else:
