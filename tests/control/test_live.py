@@ -173,3 +173,15 @@ def test_a_sweep_where_nothing_changed_sends_nothing(world):
     Agent.objects.filter(pk="feed").update(last_active=timezone.now() + timedelta(seconds=1))
     parts = hub.sweep({True}, set(), with_events=False).html[True]
     assert len(parts) == 1 and parts[0].startswith('<script type="application/json" id="live-times"')
+
+
+def test_a_session_name_in_a_feed_entry_is_text(world):
+    hostile = "<script>alert(1)</script><img src=x onerror=alert(2)>"
+    TradingSession.objects.filter(pk="s1").update(name=hostile)
+    hub = Hub()
+    hub.sweep({True}, set(), with_events=False)
+    LogEntry.objects.create(source="session", session_id="s1", message="bought")
+    frame = hub.sweep({True}, set(), with_events=False)
+    html = "".join(part for _, part in frame.feed)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>" not in html and "<img" not in html
