@@ -8,11 +8,14 @@ when it was opened with the `control` permission and that is removed.
 
 from __future__ import annotations
 
+import json
+
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from control.auth import may_control
 from control.live import hub
+from control.page import FeedFilter
 from control.socket_auth import LoginWatch
 
 UNAUTHENTICATED = 4401
@@ -24,6 +27,7 @@ class _HubConsumer(AsyncWebsocketConsumer):
     stale = False
     can_control = False
     watch: LoginWatch | None = None
+    feed_filter = FeedFilter()
 
     async def connect(self) -> None:
         user = self.scope.get("user")
@@ -47,7 +51,14 @@ class _HubConsumer(AsyncWebsocketConsumer):
             await self.watch.stop()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """The page sends nothing the server needs (htmx may send form values): ignored."""
+        """The page says what its activity feed shows: `{"feed_filter": {"level", "source"}}`,
+        so the hub sends this socket only the new entries it shows. Anything else: ignored."""
+        try:
+            chosen = json.loads(text_data or "").get("feed_filter")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(chosen, dict):
+            self.feed_filter = FeedFilter.parse(chosen.get("level"), chosen.get("source"))
 
     async def deliver(self, text: str) -> None:
         await self.send(text_data=text)

@@ -49,11 +49,47 @@ def _digest(value: Any) -> str:
     ).hexdigest()
 
 
-def _card_fingerprint(card: page.AgentCard) -> str:
-    # last_active / last_heartbeat move every tick: they travel in the cheap "live-times"
-    # map instead of re-rendering the card. Counters show only through the summary.
-    shown = {k: v for k, v in card.agent.items() if k not in ("last_active", "last_heartbeat", "metrics")}
-    return _digest([shown, card.summary, card.log_lines, card.can_start, card.can_stop])
+# What each part shows, and nothing else: a field that moves without changing the page
+# (a heartbeat every step, a counter) would re-render the part on every sweep, and the
+# re-render would take the keyboard focus from its buttons. Times that tick ("Last active",
+# "started 3 min ago") are rendered by the page itself from <time datetime>: only whether
+# there is one shows here (live-times carries "last active" without a re-render).
+CARD_SHOWS = (
+    "agent_id",
+    "name",
+    "kind",
+    "status",
+    "desired_state",
+    "symbols",
+    "inputs_from",
+    "error_message",
+)
+ROW_SHOWS = (
+    "session_id",
+    "name",
+    "symbols",
+    "status",
+    "desired_state",
+    "error_message",
+    "started_at",
+    "stopped_at",
+    "equity",
+    "pnl",
+    "pnl_pct",
+    "trades",
+)
+
+
+def card_fingerprint(card: page.AgentCard) -> str:
+    """What the agent's card shows: its fingerprint moves only when the card would look different."""
+    shown = {k: card.agent.get(k) for k in CARD_SHOWS}
+    active = card.agent.get("last_active") is not None
+    return _digest([shown, active, card.summary, card.log_lines, card.can_start, card.can_stop])
+
+
+def row_fingerprint(row: page.SessionRow) -> str:
+    """What the session's row shows (not its heartbeat, which moves every step)."""
+    return _digest([{k: row.session.get(k) for k in ROW_SHOWS}, row.can])
 
 
 @dataclass
@@ -75,6 +111,8 @@ class Frame:
     html: dict[bool, list[str]] = field(default_factory=dict)
     full: dict[bool, list[str]] = field(default_factory=dict)  # every part, for new listeners
     events: list[dict[str, Any]] = field(default_factory=list)
+    # New activity entries (entry, its html): each listener gets those its filter shows.
+    feed: list[tuple[dict[str, Any], str]] = field(default_factory=list)
 
 
 class Listener:
@@ -84,6 +122,7 @@ class Listener:
     wants_html: bool
     fresh: bool  # joined since the last sweep: gets every part once
     stale: bool = False  # a push to it failed: gets every part at the next full sweep
+    feed_filter: page.FeedFilter = page.FeedFilter()  # what its page's activity feed shows
 
     async def deliver(self, text: str) -> None:  # pragma: no cover - interface
         raise NotImplementedError
@@ -246,6 +285,9 @@ class Hub:
                         parts = frame.html.get(listener.can_control, [])
                     for text in parts:
                         await listener.deliver(text)
+                    feed = _feed_swap(frame.feed, listener.feed_filter) if frame.feed else ""
+                    if feed:
+                        await listener.deliver(feed)
                 else:
                     for event in frame.events:
                         await listener.deliver(json.dumps(event, cls=DjangoJSONEncoder))
@@ -292,13 +334,13 @@ class Hub:
                 changed, "flow", _digest(agent_ids), "flow", {"columns": page.columns(cards)}, force=True
             )
             for card in cards:
-                self._prints[f"agent-{card.agent_id}"] = _card_fingerprint(card)
+                self._prints[f"agent-{card.agent_id}"] = card_fingerprint(card)
         else:
             for card in cards:
                 self._note(
                     changed,
                     f"agent-{card.agent_id}",
-                    _card_fingerprint(card),
+                    card_fingerprint(card),
                     "agent-card",
                     {"card": card},
                     budget=f"agent:{card.agent_id}",
@@ -317,20 +359,22 @@ class Hub:
                 changed, "session-rows", _digest(session_ids), "session-rows", {"sessions": rows}, force=True
             )
             for row in rows:
-                self._prints[f"session-{row.session_id}"] = _digest([row.session, row.can])
+                self._prints[f"session-{row.session_id}"] = row_fingerprint(row)
         else:
             for row in rows:
                 self._note(
                     changed,
                     f"session-{row.session_id}",
-                    _digest([row.session, row.can]),
+                    row_fingerprint(row),
                     "session-row",
                     {"row": row},
                     budget=f"session:{row.session_id}",
                 )
 
         times = self._times(cards)
-        feed = self._feed_html() if levels else ""
+        times_changed = self._prints.get("live-times") != times
+        self._prints["live-times"] = times
+        frame.feed = self._new_feed_entries() if levels else []
         whole = {
             "system-panel": ("system-panel", panel),
             "flow": ("flow", {"columns": page.columns(cards)}),
@@ -339,7 +383,7 @@ class Hub:
         }
         for can_control in levels:
             parts = [self._render(name, context, can_control) for name, context in changed.values()]
-            frame.html[can_control] = [*parts, times, *([feed] if feed else [])]
+            frame.html[can_control] = [*parts, *([times] if times_changed else [])]
         for can_control in fresh:
             parts = [self._render(name, context, can_control) for name, context in whole.values()]
             frame.full[can_control] = [*parts, times]
@@ -360,13 +404,13 @@ class Hub:
             if self._agent_ids and card.agent_id in self._agent_ids:  # new agents: the full sweep
                 key = f"agent-{card.agent_id}"
                 budget = f"agent:{card.agent_id}"
-                fingerprint = _card_fingerprint(card)
+                fingerprint = card_fingerprint(card)
                 self._note(changed, key, fingerprint, "agent-card", {"card": card}, budget=budget)
         rows = page.session_rows(session_ids) if session_ids else []
         for row in rows:
             if self._session_ids and row.session_id in self._session_ids:
                 key = f"session-{row.session_id}"
-                fingerprint = _digest([row.session, row.can])
+                fingerprint = row_fingerprint(row)
                 budget = f"session:{row.session_id}"
                 self._note(changed, key, fingerprint, "session-row", {"row": row}, budget=budget)
         for can_control in levels:
@@ -440,8 +484,8 @@ class Hub:
         }
         body = json_script_safe(times)
         return (
-            f'<script type="application/json" id="live-times" hx-swap-oob="true" data-seq="{self.seq}">'
-            f"{body}</script>"
+            # The same text while no agent was active: then it is not pushed again.
+            f'<script type="application/json" id="live-times" hx-swap-oob="true">{body}</script>'
         )
 
     def _with_rates(self, edges: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -461,17 +505,23 @@ class Hub:
             out.append({**edge, "rate": rate, "live": rate > 0 and edge["consumer_running"]})
         return out
 
-    def _feed_html(self) -> str:
-        """New activity entries, appended to the feed."""
+    def _new_feed_entries(self) -> list[tuple[dict[str, Any], str]]:
+        """Activity entries new since the last sweep, each rendered once."""
         if self._feed_after is None:
             self._feed_after = page.newest_feed_id()
-            return ""
+            return []
         entries = page.feed_entries(after=self._feed_after)
         if not entries:
-            return ""
+            return []
         self._feed_after = entries[-1]["id"]
-        items = "".join(render_to_string(f"{TEMPLATE}#feed-item", {"item": item}).strip() for item in entries)
-        return f'<div id="feed-items" hx-swap-oob="beforeend">{items}</div>'
+        return [(item, render_to_string(f"{TEMPLATE}#feed-item", {"item": item}).strip()) for item in entries]
+
+
+def _feed_swap(entries: list[tuple[dict[str, Any], str]], feed_filter: page.FeedFilter) -> str:
+    """The entries `feed_filter` shows, appended to the feed ("" if none): a page filtering
+    its feed is sent nothing it would hide."""
+    items = "".join(html for item, html in entries if feed_filter.matches(item))
+    return f'<div id="feed-items" hx-swap-oob="beforeend">{items}</div>' if items else ""
 
 
 hub = Hub()

@@ -342,6 +342,29 @@ def system_alerts(report: dict[str, Any]) -> list[dict[str, str]]:
 # --- the activity feed --------------------------------------------------------------
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+SOURCES = ("control", "session", "reconciler", "agent")  # the page's Source choices
+
+
+@dataclass(frozen=True)
+class FeedFilter:
+    """What a reader chose to see in the feed: a minimum level and a source ("": any).
+    One rule for the page's first render, "Load older" and the entries pushed live."""
+
+    level: str = ""
+    source: str = ""
+
+    @classmethod
+    def parse(cls, level: Any, source: Any) -> FeedFilter:
+        """From what a page sent; anything unknown is no filter on that field."""
+        return cls(
+            level=level if isinstance(level, str) and level in LEVELS else "",
+            source=source if isinstance(source, str) and source in SOURCES else "",
+        )
+
+    def matches(self, item: dict[str, Any]) -> bool:
+        return item["level_no"] >= LEVELS.get(self.level, 0) and (
+            not self.source or item["source"] == self.source
+        )
 
 
 def feed_entries(
@@ -365,17 +388,25 @@ def feed_entries(
         if before is not None:
             queryset = queryset.filter(id__lt=before)
         rows = list(queryset.order_by("-id")[:limit])[::-1]
-    return [feed_item(entry) for entry in rows]
+    # Session entries name their session (no foreign key: sessions are another app's).
+    names = dict(
+        TradingSession.objects.filter(pk__in={r.session_id for r in rows if r.session_id}).values_list(
+            "session_id", "name"
+        )
+    )
+    return [feed_item(entry, names.get(entry.session_id, "")) for entry in rows]
 
 
-def feed_item(entry: LogEntry) -> dict[str, Any]:
+def feed_item(entry: LogEntry, session_name: str = "") -> dict[str, Any]:
     return {
         "id": entry.id,
         "ts": entry.ts,
         "level": logging.getLevelName(entry.level),
+        "level_no": entry.level,
         "source": entry.source,
         "agent_id": entry.agent_id,
         "session_id": entry.session_id,
+        "session_name": session_name,
         "message": entry.message,
         "user": entry.user.get_username() if entry.user else "",
     }

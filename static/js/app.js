@@ -100,7 +100,9 @@
     var now = Date.now();
     document.querySelectorAll("time[data-ago]").forEach(function (el) {
       var t = Date.parse(el.getAttribute("datetime"));
-      if (!isNaN(t)) el.textContent = ago((now - t) / 1000);
+      if (isNaN(t)) return;
+      var text = ago((now - t) / 1000);
+      if (el.textContent !== text) el.textContent = text;  // untouched until it reads otherwise
     });
   }
   setInterval(tick, 1000);

@@ -123,16 +123,56 @@
   var follow = true;
   function feedBox() { return document.getElementById("feed"); }
   function atBottom(box) { return box.scrollHeight - box.scrollTop - box.clientHeight < 24; }
-  function applyFeedFilters() {
-    var level = (document.getElementById("feed-level") || {}).value || "";
-    var source = (document.getElementById("feed-source") || {}).value || "";
-    var min = { "": 0, warning: 30, error: 40 }[level] || 0;
-    var rank = { DEBUG: 10, INFO: 20, WARNING: 30, ERROR: 40, CRITICAL: 50 };
-    document.querySelectorAll("#feed-items .feed-item").forEach(function (item) {
-      var ok = (rank[item.dataset.level] || 0) >= min && (!source || item.dataset.source === source);
-      item.hidden = !ok;
-    });
+  function feedFilter() {
+    return {
+      level: (document.getElementById("feed-level") || {}).value || "",
+      source: (document.getElementById("feed-source") || {}).value || "",
+    };
   }
+  function feedItems() { return document.querySelectorAll("#feed-items .feed-item"); }
+  // The server sends this page only the entries its filter shows (it is told below); an
+  // entry pushed while a new choice was on its way is hidden here.
+  var RANK = { DEBUG: 10, INFO: 20, WARNING: 30, ERROR: 40, CRITICAL: 50 };
+  var MIN_RANK = { "": 0, warning: 30, error: 40 };
+  function shown(item) {
+    var chosen = feedFilter();
+    return (RANK[item.dataset.level] || 0) >= (MIN_RANK[chosen.level] || 0) &&
+      (!chosen.source || item.dataset.source === chosen.source);
+  }
+  function applyFeedFilters() {
+    feedItems().forEach(function (item) { item.hidden = !shown(item); });
+  }
+  // An entry can arrive twice (pushed while the page or a filtered list was being read),
+  // and a push can bring entries older than some shown (written while the page loaded):
+  // one copy of each, oldest first, so "Load older" starts from the true oldest.
+  function orderFeed() {
+    var box = document.getElementById("feed-items");
+    if (!box) return;
+    var seen = {};
+    var items = [];
+    feedItems().forEach(function (item) {
+      if (seen[item.dataset.id]) { item.remove(); return; }
+      seen[item.dataset.id] = true;
+      items.push(item);
+    });
+    var id = function (item) { return parseInt(item.dataset.id, 10) || 0; };
+    for (var i = 1; i < items.length; i++) {
+      if (id(items[i - 1]) > id(items[i])) {
+        items.sort(function (a, b) { return id(a) - id(b); });
+        items.forEach(function (item) { box.appendChild(item); });
+        return;
+      }
+    }
+  }
+  // Tell the server what the feed shows: on every (re)connection and every change.
+  var liveSocket = null;
+  function sendFeedFilter() {
+    if (liveSocket) liveSocket.send(JSON.stringify({ feed_filter: feedFilter() }));
+  }
+  document.addEventListener("htmx:wsOpen", function (e) {
+    liveSocket = e.detail && e.detail.socketWrapper;
+    sendFeedFilter();
+  });
   var FEED_KEEP = 500;  // entries kept in the page; older ones come back with "Load older"
   function scrollFeed() {
     var box = feedBox();
@@ -150,30 +190,71 @@
       scrollFeed();
     }
     var older = document.getElementById("feed-older");
+    var filters = document.getElementById("feed-filters");
     if (older) {
       older.addEventListener("click", function () {
-        var first = document.querySelector("#feed-items .feed-item");
-        var params = new URLSearchParams(new FormData(document.getElementById("feed-filters")));
-        if (first && first.dataset.id) params.set("before", first.dataset.id);
+        // Entries older than the oldest shown, under the filter chosen now.
+        var oldest = null;
+        feedItems().forEach(function (item) {
+          var id = parseInt(item.dataset.id, 10);
+          if (!isNaN(id) && (oldest === null || id < oldest)) oldest = id;
+        });
+        var params = new URLSearchParams(feedFilter());
+        if (oldest !== null) params.set("before", String(oldest));
         fetch("/ui/feed?" + params.toString(), { credentials: "same-origin" })
-          .then(function (r) { return r.text(); })
+          .then(function (r) {
+            if (!r.ok) throw new Error("HTTP " + r.status);
+            return r.text();
+          })
           .then(function (html) {
             var items = document.getElementById("feed-items");
             var box = feedBox();
+            var before = feedItems().length;
             var height = box.scrollHeight;
             items.insertAdjacentHTML("afterbegin", html);  // server-rendered, escaped partials
+            orderFeed();
+            applyFeedFilters();
             box.scrollTop += box.scrollHeight - height;  // keep the reader's place
-            if (!html.trim()) { older.disabled = true; older.textContent = "No older activity"; }
+            if (feedItems().length === before) { older.disabled = true; older.textContent = "No older activity"; }
+          })
+          .catch(function () {
+            if (window.panelToast) window.panelToast("danger", "Older activity could not be loaded. Try again.");
           });
+      });
+    }
+    if (filters) {
+      // A new choice: the server is told, the list is re-read (hx-get), and there may be
+      // older entries again.
+      filters.addEventListener("change", function () {
+        sendFeedFilter();
+        if (older) { older.disabled = false; older.textContent = "Load older"; }
       });
     }
     drawEdges();
     applyTimes();
   });
 
+  // The filtered list replaces the feed; entries pushed while it was read come back after it.
+  var pushedMeanwhile = [];
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var target = e.detail && e.detail.target;
+    if (target && target.id === "feed-items") pushedMeanwhile = Array.prototype.slice.call(feedItems());
+  });
+  document.addEventListener("htmx:afterSwap", function (e) {
+    var target = e.detail && e.detail.target;
+    if (!target || target.id !== "feed-items") return;
+    var newest = 0;
+    feedItems().forEach(function (item) { newest = Math.max(newest, parseInt(item.dataset.id, 10) || 0); });
+    pushedMeanwhile.forEach(function (item) {
+      if ((parseInt(item.dataset.id, 10) || 0) > newest && shown(item)) target.appendChild(item);
+    });
+    pushedMeanwhile = [];
+    applyFeedFilters();
+  });
+
   document.addEventListener("htmx:oobAfterSwap", function (e) {
     var id = e.detail && e.detail.target && e.detail.target.id;
-    if (id === "feed-items") { applyFeedFilters(); scrollFeed(); }
+    if (id === "feed-items") { orderFeed(); applyFeedFilters(); scrollFeed(); }
     if (id === "live-times") applyTimes();
     if (id === "edge-data" || id === "flow" || (id && id.indexOf("agent-") === 0)) drawEdges();
   });
@@ -183,6 +264,18 @@
     drawEdges();
   });
   window.addEventListener("resize", drawEdges);
+
+  // While the live socket is open, an action's answer is not swapped in: the hub pushes
+  // the object's new state as the action announces it (and every later one). An answer
+  // swapped in after a newer push would undo it, and the hub would not push it again.
+  var live = false;
+  document.addEventListener("htmx:wsOpen", function () { live = true; });
+  document.addEventListener("htmx:wsClose", function () { live = false; });
+  document.addEventListener("htmx:wsError", function () { live = false; });
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var elt = e.detail.requestConfig && e.detail.requestConfig.elt;
+    if (live && elt && elt.hasAttribute && elt.hasAttribute("data-action")) e.detail.shouldSwap = false;
+  });
 
   // After the socket was down, fetch every part again (pushes may have been missed).
   document.addEventListener("resync", function () {

@@ -70,7 +70,7 @@ def test_a_new_socket_gets_every_part_then_the_card_that_changes(operator, make_
                 got["card"] = message
             elif 'id="system-panel"' in message and "in error" in message:
                 got["panel"] = message
-        assert 'hx-swap-oob="true"' in got["card"] and "boom" in got["card"]
+        assert 'hx-swap-oob="morph"' in got["card"] and "boom" in got["card"]
         # The system panel came too, with an alert.
         assert "Agent feed is in error: boom" in got["panel"]
         await ws.disconnect()
@@ -143,6 +143,31 @@ def test_an_announced_change_is_pushed_at_once_not_at_the_next_poll(operator, ma
             except TimeoutError:
                 continue
         assert card is not None and "status-running" in card
+        await ws.disconnect()
+
+    async_to_sync(scenario)()
+
+
+def test_a_page_tells_its_socket_what_its_feed_shows_and_gets_only_that(operator, make_agent):
+    """The page sends {"feed_filter": ...}; new entries its filter hides are not sent."""
+    from agents.models import LogEntry
+
+    make_agent("feed")
+
+    async def scenario():
+        ws = communicator("/ws/control/", operator)
+        connected, _ = await ws.connect()
+        assert connected
+        await receive_until(ws, lambda m: 'id="session-rows"' in m)
+        await ws.send_to(text_data=json.dumps({"feed_filter": {"level": "", "source": "session"}}))
+        await ws.send_to(text_data="not json")  # ignored, and the filter stays
+        await ws.send_to(text_data=json.dumps(["feed_filter"]))
+        hidden = await sync_to_async(LogEntry.objects.create)(source="control", message="a person did it")
+        shown = await sync_to_async(LogEntry.objects.create)(
+            source="session", session_id="s1", message="bought"
+        )
+        message = await receive_until(ws, lambda m: m.startswith('<div id="feed-items"'))
+        assert f'data-id="{shown.id}"' in message and f'data-id="{hidden.id}"' not in message
         await ws.disconnect()
 
     async_to_sync(scenario)()

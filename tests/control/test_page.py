@@ -146,7 +146,7 @@ def test_a_new_session_joins_the_table(operator_client, graph):
     )
     assert response.status_code == 200, response.content
     html = response.content.decode()
-    assert 'id="session-rows" hx-swap-oob="true"' in html and 'id="session-fresh-one"' in html
+    assert 'id="session-rows" hx-swap-oob="morph"' in html and 'id="session-fresh-one"' in html
     created = TradingSession.objects.get(pk="fresh-one")
     assert created.execution_agent_id == "broker" and created.cash == D("500")
     assert toast(response)["level"] == "success"
@@ -170,7 +170,9 @@ def test_the_resync_endpoint_returns_every_part_as_out_of_band_swaps(operator_cl
     html = operator_client.get("/ui/panel").content.decode()
     for dom_id in ("system-panel", "flow", "edge-data", "session-rows"):
         assert f'id="{dom_id}"' in html
-    assert html.count('hx-swap-oob="true"') == 4  # nested parts are not swapped twice
+    # Morphed in place (the focus stays); the edge data is a <script>, replaced whole.
+    assert html.count('hx-swap-oob="morph"') == 3  # nested parts are not swapped twice
+    assert html.count('hx-swap-oob="true"') == 1
 
 
 def test_saving_the_order_of_a_column(operator_client, make_agent):
@@ -211,3 +213,14 @@ def test_the_menu_links_the_api_docs_for_everyone_and_the_admin_for_staff(client
     client.force_login(operator)
     page = client.get("/").content.decode()
     assert 'href="/api/docs"' in page and 'href="/admin/"' in page
+
+
+def test_session_entries_name_their_session_on_the_page_and_in_older_pages(operator_client, graph):
+    make_sessions(1)
+    old = LogEntry.objects.create(source="session", session_id="s0", message="an old one")
+    LogEntry.objects.create(source="session", session_id="gone", message="of a deleted session")
+    page_html = operator_client.get("/").content.decode()
+    older_html = operator_client.get(f"/ui/feed?before={old.id + 1}").content.decode()
+    for html in (page_html, older_html):
+        assert 'href="/sessions/s0/">Session 0' in html and "(s0)" in html
+    assert "session gone" in page_html

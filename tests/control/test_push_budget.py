@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from agents.models import Agent
 from agents.states import Status
 from control.live import Hub
+from control.page import FeedFilter
 from control.push_budget import PushBudget
 
 
@@ -35,6 +36,7 @@ class FlakyListener:
     wants_html = True
     fresh = True
     stale = False
+    feed_filter = FeedFilter()
 
     def __init__(self) -> None:
         self.failing = False
