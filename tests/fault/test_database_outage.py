@@ -18,26 +18,19 @@ import pytest
 from django.db import connection
 from django.test import Client
 
-from agents.models import Agent
+from agents.models import Agent, LogEntry
 from agents.runtime import keys
 from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
 from control import services
-from sessions.models import Order, TradingSession
+from sessions.models import EquityPoint, Fill, Order, Position, TradingSession
 from tests.conftest import database_url, wait_for
 from tests.fault.conftest import Market, assert_ledger_consistent, wait_for_new_fills
 
 # Longer than the fault workers' step timeout (5 s, FAST_RECOVERY_ENV) and their lease.
 HOLD_SECONDS = 9.0
-LOCKED_TABLES = (
-    "agents_agent",
-    "agents_logentry",
-    "sessions_tradingsession",
-    "sessions_order",
-    "sessions_fill",
-    "sessions_position",
-    "sessions_equitypoint",
-)
+# Every table a loop writes.
+LOCKED_MODELS = (Agent, LogEntry, TradingSession, Order, Fill, Position, EquityPoint)
 
 
 @contextmanager
@@ -57,7 +50,8 @@ def database_locked() -> Iterator[None]:
     holder = psycopg.connect(database_url(), autocommit=False)
     try:
         holder.execute("SET lock_timeout = '20s'")
-        holder.execute(f"LOCK TABLE {', '.join(LOCKED_TABLES)} IN ACCESS EXCLUSIVE MODE")
+        tables = ", ".join(model._meta.db_table for model in LOCKED_MODELS)
+        holder.execute(f"LOCK TABLE {tables} IN ACCESS EXCLUSIVE MODE")
         time.sleep(2)  # the loops meet the lock (a fault held on purpose, not a synchronisation)
         holder.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
