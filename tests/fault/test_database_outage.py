@@ -125,6 +125,7 @@ def test_a_locked_database_is_waited_out_and_trading_resumes_by_itself(
             if connection.vendor == "sqlite":
                 # WAL readers never wait for a writer: the page and the API show the wait.
                 assert page.status_code == 200
+                assert "waiting for the database since" in page.content.decode()
                 body = viewer_client.get("/api/paper-trading/sessions").json()
                 assert any(s["waiting_for"] == "database" for s in body), body
                 assert all(s["status"] in (Status.RUNNING, Status.PAUSED) for s in body), body
