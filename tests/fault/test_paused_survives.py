@@ -8,6 +8,7 @@ import io
 
 from django.core.management import call_command
 
+from agents.models import LogEntry
 from agents.runtime import keys
 from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
@@ -34,6 +35,7 @@ def test_a_paused_session_stays_paused_through_start_all_restore_and_a_worker_re
         services.pause_session("ps_held")
         wait_for(lambda: held_state() == (Desired.PAUSED, Status.PAUSED), what="the pause confirmed")
         orders_when_paused = Order.objects.filter(session_id="ps_held").count()
+        paused_at = TradingSession.objects.get(pk="ps_held").paused_at
 
         # Its loop fails (the row says error, as a failed step leaves it; the loop, fenced
         # by that, ends without writing). Start everything: it comes back paused.
@@ -58,8 +60,10 @@ def test_a_paused_session_stays_paused_through_start_all_restore_and_a_worker_re
         assert held_state() == (Desired.PAUSED, Status.PAUSED)
         wait_for_new_fills(market, ["ps_live"], what="the other session trading on")
         assert Order.objects.filter(session_id="ps_held").count() == orders_when_paused
+        assert TradingSession.objects.get(pk="ps_held").paused_at == paused_at, "paused since then"
 
         # Only a resume makes it trade.
         services.resume_session("ps_held")
         wait_for_new_fills(market, ["ps_held"], what="the resumed session trading")
+        assert LogEntry.objects.filter(session_id="ps_held", message__startswith="resumed:").exists()
     stop_sessions_and_check(market, [first, second], allow_handover=True)
