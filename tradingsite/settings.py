@@ -55,10 +55,10 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Oversized bodies (413) and NUL bytes in the URL (400), before anything reads them.
     "control.middleware.RequestLimits",
-    # Reads wait seconds, not the busy timeout, for a locked database; an outage is a 503.
-    "control.db_outage.DatabaseOutage",
     # daphne serves no static files; WhiteNoise does, in development and production.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Reads wait seconds, not the busy timeout, for a locked database; an outage is a 503.
+    "control.db_outage.DatabaseOutage",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
