@@ -172,6 +172,11 @@ class AgentOut(Schema):
     status_changed_at: datetime | None
     run_id: str | None
     error_message: str | None
+    # What the loop goes through besides its status: an outage it waits out
+    # ("database", "redis"), or no heartbeat for this many seconds (stale).
+    waiting_for: str | None = None
+    waiting_since: datetime | None = None
+    stale_seconds: float | None = None
 
 
 class AgentMetricsOut(Schema):

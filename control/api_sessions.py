@@ -57,6 +57,11 @@ class SessionOut(Schema):
     slippage_size_reference: str
     error_message: str | None
     created_at: datetime | None
+    # What the loop goes through besides its status: an outage it waits out
+    # ("database", "redis"), or no heartbeat for this many seconds (stale).
+    waiting_for: str | None = None
+    waiting_since: datetime | None = None
+    stale_seconds: float | None = None
 
 
 class FillOut(Schema):

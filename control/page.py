@@ -17,7 +17,6 @@ from typing import Any
 
 import redis
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
 
 from agents.graph import parents_of, upstream_first
@@ -28,6 +27,7 @@ from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
 from agents.validators import stored_object
 from control import health, presenters, transitions
+from control.reads import read_snapshot
 from sessions.models import TradingSession
 
 # Columns of the flow grid, left to right; both analysis roles share one column.
@@ -254,17 +254,19 @@ class SessionRow:
 
 
 def session_rows(session_ids: list[str] | None = None) -> list[SessionRow]:
-    """Sessions with their ledger numbers. Read in one transaction (a consistent snapshot
-    on SQLite's WAL), without locking: the page must never hold up a fill."""
-    with transaction.atomic():
+    """Sessions with their ledger numbers. Read in one read-only transaction (a consistent
+    snapshot on SQLite's WAL) that takes no lock: the page must never hold up a fill, nor
+    wait for a writer."""
+    with read_snapshot():
         queryset = TradingSession.objects.filter(archived=False).order_by("created_at", "session_id")
         if session_ids is not None:
             queryset = TradingSession.objects.filter(pk__in=session_ids)
         sessions = list(queryset)
         numbers = presenters.session_numbers(sessions)
+    notes = presenters.loop_notes("session", sessions)
     rows = []
     for session in sessions:
-        data = presenters.session_dict(session, numbers[session.session_id])
+        data = presenters.session_dict(session, numbers[session.session_id], notes.get(session.session_id))
         can = {
             action: transitions.session_can(action, session)
             for action in ("start", "stop", "pause", "resume")
@@ -293,12 +295,28 @@ def system_panel() -> dict[str, Any]:
             "trades_24h": status["recent_trades"],
             "health": report.get("score", 0),
         },
-        "can_start": status["status"] != "running" or bool(sessions.get("ready") or sessions.get("stopped")),
+        "can_start": system_can_start(),
         "can_stop": status["agents"].get("running", 0) + status["agents"].get("starting", 0) > 0
         or bool(sessions.get("running") or sessions.get("paused") or sessions.get("starting")),
         "can_pause_all": bool(sessions.get("running")),
         "can_resume_all": bool(sessions.get("paused")),
     }
+
+
+def system_can_start() -> bool:
+    """Offer Start system when it would start something: an agent or session a person
+    stopped (or never started), or one in error; or nothing is wanted running at all (it
+    then says why it cannot). Not for loops wanted running that are starting, lost or
+    stale: a start does not help them (the alerts say what is wrong instead)."""
+    startable = Q(desired_state=Desired.STOPPED, status__in=[Status.READY, Status.STOPPED]) | Q(
+        status=Status.ERROR
+    )
+    if Agent.objects.filter(startable, enabled=True).exists():
+        return True
+    if TradingSession.objects.filter(startable, archived=False).exists():
+        return True
+    wanted = Q(desired_state__in=[Desired.RUNNING, Desired.PAUSED])
+    return not (Agent.objects.filter(wanted).exists() or TradingSession.objects.filter(wanted).exists())
 
 
 def system_alerts(report: dict[str, Any]) -> list[dict[str, str]]:
@@ -335,7 +353,14 @@ def system_alerts(report: dict[str, Any]) -> list[dict[str, str]]:
     stale = report.get("stale_agents") or []
     if stale:
         shown = ", ".join(stale[:5]) + (" ..." if len(stale) > 5 else "")
-        alerts.append({"level": "warning", "text": f"Stale heartbeat (loop lost?): {shown}"})
+        alerts.append(
+            {
+                "level": "warning",
+                "text": f"Stale heartbeat: {len(stale)} loop(s) wanted running have not ticked for over "
+                f"{settings.HEARTBEAT_STALE_SECONDS:g} s ({shown}). Their worker may be frozen, overloaded "
+                "or gone; a lost loop is restarted once its lease lapses, and this stays until it ticks.",
+            }
+        )
     return alerts
 
 

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+import time
 from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import redis
-from django.db import transaction
+from django.conf import settings
 from django.db.models import Count
 from django.utils import timezone
 
 from agents.models import Agent
 from agents.runtime import keys
 from agents.runtime.heartbeats import numbers
+from agents.runtime.outage import REDIS
 from agents.runtime.redis import get_redis
-from agents.states import Status
+from agents.runtime.staleness import beat_time, stale_for
+from agents.states import LIVE_STATUSES, Status
 from agents.validators import stored_object, stored_symbols
 from control.errors import NotFound
+from control.reads import read_snapshot
 from sessions import metrics, money
 from sessions.models import OPEN_STATUSES, EquityPoint, Fill, Order, Position, TradingSession
 
@@ -35,6 +40,59 @@ def live_metrics(agent_ids: list[str]) -> dict[str, dict[str, Any]]:
         return {a: numbers(m) for a, m in zip(agent_ids, pipe.execute(), strict=True)}
     except redis.RedisError:
         return {}
+
+
+# --- what a loop goes through, shown beside its status ------------------------------
+
+NO_LOOP_NOTE = {"waiting_for": None, "waiting_since": None, "stale_seconds": None}
+
+
+def loop_notes(kind: str, rows: list[Any]) -> dict[str, dict[str, Any]]:
+    """Per runnable (agents or sessions), besides its status: what its loop waits for
+    (`waiting_for` "database" or "redis", `waiting_since`) while an outage holds it up,
+    and `stale_seconds` while it should be live but has not ticked (agents.runtime.staleness).
+    One Redis round trip; with Redis away, the wait as the loops wrote it to the database."""
+    if not rows:
+        return {}
+    ids = [row.pk for row in rows]
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for rid in ids:
+            pipe.get(keys.heartbeat(kind, rid))
+            pipe.hmget(keys.metrics(kind, rid), ["waiting_for", "waiting_since"])
+        out = pipe.execute()
+    except redis.RedisError:
+        return {row.pk: _notes_without_redis(row) for row in rows}
+    now = time.time()
+    threshold = settings.HEARTBEAT_STALE_SECONDS
+    notes = {}
+    for row, beat, (waiting_for, waiting_since) in zip(rows, out[::2], out[1::2], strict=True):
+        beat_at = beat_time(beat)
+        stale = stale_for(row.desired_state, row.status, row.status_changed_at, beat_at, now, threshold)
+        live = row.status in LIVE_STATUSES and stale is None
+        notes[row.pk] = {
+            "waiting_for": waiting_for if live and waiting_for else None,
+            "waiting_since": _when(waiting_since) if live and waiting_for else None,
+            "stale_seconds": round(stale, 1) if stale is not None and math.isfinite(stale) else None,
+        }
+    return notes
+
+
+def _notes_without_redis(row: Any) -> dict[str, Any]:
+    """Redis is away: every live loop waits for it (since when, if a loop wrote it)."""
+    if row.status not in LIVE_STATUSES:
+        return dict(NO_LOOP_NOTE)
+    stored = row.metrics if isinstance(row.metrics, dict) else {}
+    since = _when(stored.get("waiting_since")) if stored.get("waiting_for") == REDIS else None
+    return {"waiting_for": REDIS, "waiting_since": since, "stale_seconds": None}
+
+
+def _when(unix: Any) -> dt.datetime | None:
+    try:
+        value = float(unix)
+    except (TypeError, ValueError):
+        return None
+    return dt.datetime.fromtimestamp(value, tz=dt.UTC) if value > 0 else None
 
 
 def _last_active(agent: Agent, metrics: dict[str, Any] | None) -> dt.datetime | None:
@@ -53,6 +111,7 @@ def agent_dict(
     metrics: dict[str, Any] | None = None,
     inputs: list[str] | None = None,
     outputs: list[str] | None = None,
+    note: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One agent in the shape of API.md. Lists pass `inputs`/`outputs` (from
     agents.graph.parents_of) or prefetch inputs_from and outputs_to."""
@@ -79,6 +138,7 @@ def agent_dict(
         "run_id": agent.run_id or None,
         "error_message": agent.error_message or None,
         "position_y": agent.position_y,
+        **(note or NO_LOOP_NOTE),
     }
 
 
@@ -87,15 +147,20 @@ def agent_dicts(agents: Iterable[Agent], parents: dict[str, list[str]] | None = 
     from agents.graph.parents_of, else the agents' prefetched relations)."""
     agents = list(agents)
     metrics = live_metrics([a.agent_id for a in agents])
+    notes = loop_notes("agent", agents)
     if parents is None:
-        return [agent_dict(a, metrics.get(a.agent_id)) for a in agents]
+        return [agent_dict(a, metrics.get(a.agent_id), note=notes.get(a.agent_id)) for a in agents]
     children: dict[str, list[str]] = {}
     for consumer, producers in parents.items():
         for producer in producers:
             children.setdefault(producer, []).append(consumer)
     return [
         agent_dict(
-            a, metrics.get(a.agent_id), parents.get(a.agent_id, []), sorted(children.get(a.agent_id, []))
+            a,
+            metrics.get(a.agent_id),
+            parents.get(a.agent_id, []),
+            sorted(children.get(a.agent_id, [])),
+            note=notes.get(a.agent_id),
         )
         for a in agents
     ]
@@ -171,9 +236,12 @@ def ratio(value: Decimal | None) -> float | None:
     return None if value is None else float(value)
 
 
-def session_dict(session: TradingSession, numbers: dict[str, Any]) -> dict[str, Any]:
+def session_dict(
+    session: TradingSession, numbers: dict[str, Any], note: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """One session in the shape of API.md; `numbers` holds cash, equity, pnl, pnl_pct and
-    trades from its ledger (session_metrics, or session_numbers for a list)."""
+    trades from its ledger (session_metrics, or session_numbers for a list); `note` what
+    its loop goes through (loop_notes)."""
     return {
         "session_id": session.session_id,
         "name": session.name,
@@ -203,6 +271,7 @@ def session_dict(session: TradingSession, numbers: dict[str, Any]) -> dict[str, 
         "slippage_size_reference": amount(session.slippage_size_reference),
         "error_message": session.error_message or None,
         "created_at": session.created_at,
+        **(note or NO_LOOP_NOTE),
     }
 
 
@@ -246,13 +315,14 @@ def session_numbers(sessions: list[TradingSession]) -> dict[str, dict[str, Any]]
 def session_dicts(session_ids: list[str] | None = None) -> list[dict[str, Any]]:
     """Sessions (all, or those of `session_ids`) with their ledger numbers, in a fixed
     number of queries. The session rows are locked while cash and positions are read."""
-    with transaction.atomic():
+    with read_snapshot():
         queryset = TradingSession.objects.select_for_update().order_by("session_id")
         if session_ids is not None:
             queryset = queryset.filter(pk__in=session_ids)
         sessions = list(queryset)
         numbers = session_numbers(sessions)
-    return [session_dict(s, numbers[s.session_id]) for s in sessions]
+    notes = loop_notes("session", sessions)
+    return [session_dict(s, numbers[s.session_id], notes.get(s.session_id)) for s in sessions]
 
 
 def one_session(session_id: str) -> dict[str, Any]:
@@ -336,7 +406,7 @@ def session_detail(session_id: str) -> dict[str, Any]:
     One transaction: session_metrics locks the session row, and the lock is held until
     the positions, orders and fills are read, so every number comes from the same moment.
     """
-    with transaction.atomic():
+    with read_snapshot():
         try:
             values = metrics.session_metrics(session_id)
         except TradingSession.DoesNotExist:
@@ -347,7 +417,7 @@ def session_detail(session_id: str) -> dict[str, Any]:
             Order.objects.filter(session_id=session_id, status__in=OPEN_STATUSES).order_by("created_at")
         )
         fills = list(Fill.objects.filter(session_id=session_id).order_by("-ts", "-fill_id")[:RECENT_TRADES])
-    body = session_dict(session, values)
+    body = session_dict(session, values, loop_notes("session", [session]).get(session_id))
     body["positions"] = [position_dict(p) for p in positions]
     body["open_orders"] = [order_dict(o) for o in orders]
     body["recent_trades"] = [fill_dict(f) for f in fills]

@@ -14,7 +14,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -24,6 +23,7 @@ from agents.models import Agent, LogEntry
 from agents.runtime import flags, keys
 from agents.runtime.lease import Lease
 from agents.runtime.redis import get_redis
+from agents.runtime.staleness import NOT_LIVE, beat_time, stale_for
 from agents.states import LIVE_STATUSES, Desired, Status
 from control.services import launch_agent, launch_session
 from sessions.models import TradingSession
@@ -172,28 +172,22 @@ def _fence(kind: _Kind, client, rid: str, holder: str, run_id: str, age: float) 
 
 
 def stale_heartbeats(client=None, *, threshold: float | None = None) -> list[str]:
-    """Agents that should be running whose loop has not ticked within the threshold."""
+    """Agents that should be running whose loop has not ticked within the threshold
+    (agents.runtime.staleness): listed until a loop of theirs ticks again, through the
+    relaunch of a lost loop."""
     client = client or get_redis()
     threshold = settings.HEARTBEAT_STALE_SECONDS if threshold is None else threshold
-    ids = list(
+    rows = list(
         Agent.objects.filter(desired_state__in=[Desired.RUNNING, Desired.PAUSED])
-        .exclude(status=Status.ERROR)
-        .values_list("agent_id", flat=True)
+        .exclude(status__in=NOT_LIVE)
+        .values_list("agent_id", "desired_state", "status", "status_changed_at")
     )
-    if not ids:
+    if not rows:
         return []
-    beats = client.mget([keys.heartbeat("agent", i) for i in ids])
-    cutoff = time.time() - threshold
-    stale = []
-    for agent_id, beat in zip(ids, beats, strict=True):
-        if beat is None or float(beat) < cutoff:
-            stale.append(agent_id)
-    # A loop that was started moments ago has not ticked yet: not stale.
-    recent = set(
-        Agent.objects.filter(
-            agent_id__in=stale,
-            status=Status.STARTING,
-            status_changed_at__gte=timezone.now() - timedelta(seconds=threshold),
-        ).values_list("agent_id", flat=True)
-    )
-    return [a for a in stale if a not in recent]
+    beats = client.mget([keys.heartbeat("agent", row[0]) for row in rows])
+    now = time.time()
+    return [
+        agent_id
+        for (agent_id, desired, status, changed_at), beat in zip(rows, beats, strict=True)
+        if stale_for(desired, status, changed_at, beat_time(beat), now, threshold) is not None
+    ]

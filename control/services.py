@@ -85,14 +85,22 @@ def _get_agent_for_update(agent_id: str) -> Agent:
     return agent
 
 
-def _claim_start(row, run_id: str, name: str, **extra: Any) -> None:
-    """Desired running, status `starting`, a new run_id: conditional on the status and run
-    read under the row lock, so a concurrent change makes this a refusal, not a twin."""
+def desired_after_start(row) -> str:
+    """What a start asks for: running, except that a paused session stays paused (after an
+    error, a restart or a start of everything) until a person resumes it."""
+    return Desired.PAUSED if row.desired_state == Desired.PAUSED else Desired.RUNNING
+
+
+def _claim_start(row, run_id: str, name: str, **extra: Any) -> str:
+    """Desired running (or still paused), status `starting`, a new run_id: conditional on
+    the status and run read under the row lock, so a concurrent change makes this a
+    refusal, not a twin. Returns the desired state written."""
+    desired = desired_after_start(row)
     changed = (
         type(row)
         .objects.filter(pk=row.pk, status=row.status, run_id=row.run_id)
         .update(
-            desired_state=Desired.RUNNING,
+            desired_state=desired,
             status=Status.STARTING,
             status_changed_at=timezone.now(),
             run_id=run_id,
@@ -103,6 +111,7 @@ def _claim_start(row, run_id: str, name: str, **extra: Any) -> None:
     )
     if not changed:
         raise TransitionRefused(f"{name} changed while starting it; try again.", code="conflict")
+    return desired
 
 
 def _mark_stopping(row) -> None:
@@ -123,7 +132,7 @@ def launch_agent(agent_id: str, run_id: str, desired: str = Desired.RUNNING, con
     Agent.objects.filter(pk=agent_id, run_id=run_id).update(task_id=result.id)
 
 
-def launch_session(session_id: str, run_id: str, desired: str = Desired.RUNNING) -> None:
+def launch_session(session_id: str, run_id: str, desired: str) -> None:
     """Mirror the flags to Redis and send the session loop's task (after commit)."""
     from sessions.tasks import run_session
 
@@ -338,10 +347,13 @@ def start_session(session_id: str, *, user=None) -> TradingSession:
             )
         # started_at is the person's start; the reconciler's relaunches keep it.
         now = timezone.now()
-        restart = {"started_at": now, "paused_at": None, "stopped_at": None}
-        _claim_start(session, run_id, f"Session {session_id}", **restart)
-        audit(f"{_who(user)} started session {session_id}", user=user, session_id=session_id)
-        transaction.on_commit(lambda: launch_session(session_id, run_id))
+        restart = {"started_at": now, "stopped_at": None}
+        if session.desired_state != Desired.PAUSED:
+            restart["paused_at"] = None
+        desired = _claim_start(session, run_id, f"Session {session_id}", **restart)
+        how = " (paused: it trades once resumed)" if desired == Desired.PAUSED else ""
+        audit(f"{_who(user)} started session {session_id}{how}", user=user, session_id=session_id)
+        transaction.on_commit(lambda: launch_session(session_id, run_id, desired))
     session.refresh_from_db()
     return session
 

@@ -30,6 +30,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.conf import settings
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agents.models import Agent, LogEntry
@@ -162,7 +164,9 @@ class SessionLoop(Loop):
             self._started = True
             return {"paused_at": None}
         if status == Status.PAUSED:
-            return {"paused_at": now}
+            self._started = True  # a loop started paused: its resume is a resume
+            # Kept when a paused session's loop starts again: it was paused back then.
+            return {"paused_at": Coalesce(F("paused_at"), Value(now))}
         if status == Status.STOPPED:
             return {"stopped_at": now}
         return {}

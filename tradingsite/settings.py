@@ -86,6 +86,8 @@ MIDDLEWARE = [
     "control.middleware.RequestLimits",
     # daphne serves no static files; WhiteNoise does, in development and production.
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Reads wait seconds, not the busy timeout, for a locked database; an outage is a 503.
+    "control.db_outage.DatabaseOutage",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

@@ -6,6 +6,10 @@ hundreds of loops a connection and a transaction of its own; one thread writes t
 in one transaction, with one pipeline for the counters. Each row is still written only
 where it names the loop's run, so a superseded loop learns it here and stops at its next
 iteration (Loop.db_superseded), as does one whose row says it ended.
+
+While Redis is away the rows are still written, with the counters last read from it and
+what the loop waits for (its `waiting_for`/`waiting_since` metrics), so the page, which
+cannot read Redis then, shows the wait and its age from the database.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ class Beating(Protocol):
     rid: str
     run_id: str
     db_superseded: bool
+    outage: Any
 
     def heartbeat_fields(self) -> dict[str, Any]: ...
 
@@ -39,6 +44,7 @@ class Beating(Protocol):
 
 
 ENDED = (Status.STOPPED, Status.ERROR)
+
 
 def register(loop: Beating) -> None:
     _loops.add(loop)
@@ -53,17 +59,14 @@ def write_all() -> int:
     loops = _loops.members()
     if not loops:
         return 0
-    pipe = get_redis().pipeline(transaction=False)
-    for loop in loops:
-        pipe.hgetall(keys.metrics(loop.kind, loop.rid))
-    snapshots = pipe.execute()
+    snapshots = _snapshots(loops)
     now = timezone.now()
     written = 0
     with transaction.atomic():
         for loop, snapshot in zip(loops, snapshots, strict=True):
             fields: dict[str, Any] = {"last_heartbeat": now, **_extra(loop)}
             if snapshot:
-                fields["metrics"] = {**numbers(snapshot), **fields.get("metrics", {})}
+                fields["metrics"] = {**numbers(snapshot), **fields.get("metrics", {}), **_waiting(loop)}
             # A row that says stopped or error has no live loop, whatever its run says.
             rows = loop.model.objects.filter(pk=loop.rid, run_id=loop.run_id)
             if rows.exclude(status__in=ENDED).update(**fields):
@@ -77,6 +80,33 @@ def write_all() -> int:
         except Exception:  # log rows are best effort
             log.exception("could not flush log entries")
     return written
+
+
+# The counters last read from Redis, per loop: written again while Redis is away.
+_last_snapshots: dict[tuple[str, str, str], dict[str, str]] = {}
+
+
+def _snapshots(loops: list[Beating]) -> list[dict[str, str]]:
+    """Each loop's live counters from Redis, or the last ones read while it is away."""
+    ids = [(loop.kind, loop.rid, loop.run_id) for loop in loops]
+    pipe = get_redis().pipeline(transaction=False)
+    for loop in loops:
+        pipe.hgetall(keys.metrics(loop.kind, loop.rid))
+    try:
+        snapshots = pipe.execute()
+    except (redis.ConnectionError, redis.TimeoutError):
+        return [_last_snapshots.get(i, {}) for i in ids]
+    live = set(ids)
+    for gone in [i for i in _last_snapshots if i not in live]:
+        del _last_snapshots[gone]
+    _last_snapshots.update(zip(ids, snapshots, strict=True))
+    return snapshots
+
+
+def _waiting(loop: Beating) -> dict[str, Any]:
+    """What the loop waits for, as its metrics say it in Redis (strings are not counters)."""
+    outage = getattr(loop, "outage", None)
+    return outage.gauges() if outage is not None and outage.what else {}
 
 
 def _extra(loop: Beating) -> dict[str, Any]:

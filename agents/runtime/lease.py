@@ -23,9 +23,10 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+# KEYS: lease, then keys only the holder's loop writes (its heartbeat), deleted with it.
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
+  return redis.call('DEL', unpack(KEYS))
 end
 return 0
 """
@@ -80,8 +81,9 @@ class Lease:
         """Take the lease if free (or already ours); False while another loop holds it."""
         return bool(self._acquire(keys=[self.key], args=[self.token, self.ttl_ms]))
 
-    def release(self) -> None:
-        self._release(keys=[self.key], args=[self.token])
+    def release(self, *also: str) -> None:
+        """Give the lease up, and delete `also` (keys of the holder's) with it, if held."""
+        self._release(keys=[self.key, *also], args=[self.token])
 
     def holder(self) -> str | None:
         return self.client.get(self.key)

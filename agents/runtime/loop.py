@@ -8,7 +8,12 @@ One incarnation = one `run_id`. The loop:
 * steps when the tick is due and otherwise waits on its wake-up (agents.runtime.wakeups),
   so a stop or pause takes effect in milliseconds, not at the next tick;
 * writes status only with `WHERE run_id = <its run_id>`; a superseded loop exits
-  without writing anything.
+  without writing anything;
+* waits out an outage of the database or Redis (agents.runtime.outage): it retries with
+  backoff, shows what it waits for in its live metrics, and carries on by itself; only a
+  real error puts it in `error`. Time a step spends waiting on the database does not
+  count toward its step timeout, and while a call to the database has not returned the
+  watchdog's thread keeps the loop's lease and heartbeat alive.
 
 Subclasses (agents here, sessions in their app) say how to load their row, build the
 thing that steps, and what to do on pause.
@@ -27,11 +32,12 @@ from typing import Any, ClassVar
 
 import redis
 from django.conf import settings
-from django.db import close_old_connections, models, transaction
+from django.db import close_old_connections, connection, connections, models, transaction
 from django.utils import timezone
 
 from agents.runtime import flags, heartbeats, keys, wakeups, watchdog
 from agents.runtime.lease import Fenced, Lease
+from agents.runtime.outage import DATABASE, Outage, outage_of
 from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
 
@@ -62,24 +68,9 @@ class Superseded(Exception):
 
 STOPPED_WHILE_WAITING = "stopped while waiting for the lease"
 
-
-class RedisOutage:
-    """Backoff while Redis is unreachable, logging the outage once, not every retry."""
-
-    def __init__(self, log: logging.Logger) -> None:
-        self.log = log
-        self.delay = 0.0
-
-    def failed(self, exc: Exception) -> float:
-        if self.delay == 0.0:
-            self.log.warning("Redis unreachable (%s); retrying", exc)
-        self.delay = min(2.0, max(0.1, self.delay * 2))
-        return self.delay
-
-    def recovered(self) -> None:
-        if self.delay:
-            self.log.warning("Redis reachable again; continuing")
-            self.delay = 0.0
+# A call to the database that has not returned after this long is waiting for it (a lock,
+# a restart): the watchdog's thread then shows the wait and keeps the loop's lease alive.
+DB_WAIT_NOTICE_SECONDS = 1.0
 
 
 class Loop:
@@ -109,6 +100,12 @@ class Loop:
         # Set by the watchdog when a step overran: from then on the loop writes nothing.
         self.abandoned = False
         self._fence_lock = threading.Lock()
+        # Time the current step spent in database calls, and when the call under way
+        # began (monotonic; None outside a call): waits on the database are not the step's.
+        self._db_spent = 0.0
+        self._db_since: float | None = None
+        self._last_keepalive = 0.0
+        self.outage: Outage | None = None  # built in run(), once logger() is ready
 
     # --- what subclasses provide ---------------------------------------------------
 
@@ -174,55 +171,67 @@ class Loop:
     def run(self) -> str:
         """Run until stopped, superseded or failed; returns why it ended."""
         self.wakeup = wakeups.register(self.kind, self.rid)
+        self.outage = Outage(self.logger())
+        self._gauges.update(self.outage.gauges())
         try:
-            return self._run()
+            # Every query of this thread is timed: a wait on the database is an outage.
+            with connection.execute_wrapper(self._timed_query):
+                return self._run()
         finally:
             wakeups.unregister(self.kind, self.rid, self.wakeup)
 
     def _run(self) -> str:
         close_old_connections()
-        row = self._load()
+        try:
+            row = self._through_outages(self._load)
+        except Superseded as exc:
+            return f"not started: {exc}"
         if row is None or row.run_id != self.run_id:
             return "superseded before start"
         if row.desired_state == Desired.STOPPED:
-            self._set_status(Status.STOPPED)
+            self._through_outages(lambda: self._set_status(Status.STOPPED))
             return "stopped before start"
+        # A session paused before this incarnation (a restart, a relaunch, a start of a
+        # paused session) starts paused: only an explicit resume makes it trade.
+        self.paused = row.desired_state == Desired.PAUSED
         self.tick_seconds = self.tick_for(row)
         self.step_timeout = self.step_timeout_for(row)
         lease = self.lease
         lease.ttl_ms = self.lease_ms
         try:
-            self._take_lease(lease)
+            self._through_outages(lambda: self._take_lease(lease))
         except Superseded as exc:
             if str(exc) == STOPPED_WHILE_WAITING:
-                self._set_status(Status.STOPPED)
+                self._through_outages(lambda: self._set_status(Status.STOPPED))
             return f"not started: {exc}"
         except TimeoutError as exc:
-            self._set_status(Status.ERROR, str(exc))
+            message = str(exc)
+            self._through_outages(lambda: self._set_status(Status.ERROR, message))
             return "lease not available"
 
         watchdog.watch(self)
         reason = "stopped"
         try:
-            self.setup(row)
-            self._config_rev = self.config_rev(row)
-            if not self._set_status(Status.RUNNING, ""):
-                raise Fenced("superseded before running")
+            self._through_outages(lambda: self._start(row))
             self.logger().info("started (run %s, tick %.2fs)", self.run_id[:8], self.tick_seconds)
             heartbeats.register(self)
             reason = self._iterate(lease)
             self.logger().info("stopped: %s", reason)
-            self._set_status(Status.STOPPED, "")
+            self._through_outages(lambda: self._set_status(Status.STOPPED, ""))
         except Fenced as exc:
             reason = f"fenced: {exc}"
             self.logger().warning("superseded; exiting without writing (%s)", exc)
+        except Superseded as exc:  # the worker shut down while the database was away
+            reason = str(exc)
+            self.logger().warning("ended without writing its status (%s)", exc)
         except Exception as exc:  # a failing step must not take the worker down
             if self.abandoned:
                 reason = f"abandoned, then failed: {exc}"
             else:
                 reason = f"error: {exc}"
                 self.logger().exception("failed: %s", exc)
-                self._set_status(Status.ERROR, f"{type(exc).__name__}: {exc}")
+                message = f"{type(exc).__name__}: {exc}"
+                self._through_outages(lambda: self._set_status(Status.ERROR, message))
         finally:
             heartbeats.unregister(self)
             watchdog.unwatch(self)
@@ -232,6 +241,14 @@ class Loop:
                 self._safe_flush()
                 self._release()
         return reason
+
+    def _start(self, row: models.Model) -> None:
+        """Build what steps and say so (again from the top after an outage)."""
+        self.teardown()
+        self.setup(row)
+        self._config_rev = self.config_rev(row)
+        if not self._set_status(Status.PAUSED if self.paused else Status.RUNNING, ""):
+            raise Fenced("superseded before running")
 
     def _take_lease(self, lease: Lease) -> None:
         # An older incarnation (crashed, or still stopping) may hold the lease until it
@@ -256,21 +273,56 @@ class Loop:
 
     def _iterate(self, lease: Lease) -> str:
         next_step = time.monotonic()
-        outage = RedisOutage(self.logger())
         while True:
             close_old_connections()
             try:
                 next_step, reason = self._one_iteration(lease, next_step)
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
-                # Redis is down or restarting: keep the loop (and its place) and retry;
-                # when Redis is back the lease is re-taken (see _tick). The database
-                # still says what is wanted, and nobody can change it without Redis.
-                if shutdown.wait(outage.failed(exc)):
+            except Exception as exc:
+                # The database or Redis is away (locked, restarting, unreachable): keep
+                # the loop (and its place) and retry; when Redis is back the lease is
+                # re-taken (see _tick). Any other exception is a real error.
+                if not self._wait_out(exc):
+                    raise
+                if shutdown.is_set():
                     return "worker shutting down"
                 continue
-            outage.recovered()
+            self._recovered()
             if reason:
                 return reason
+
+    def _through_outages(self, action):
+        """`action()`, retried with backoff while the database or Redis is away; raises
+        Superseded if the worker shuts down meanwhile."""
+        while True:
+            try:
+                result = action()
+            except Exception as exc:
+                if not self._wait_out(exc):
+                    raise
+                if shutdown.is_set():
+                    raise Superseded("worker shutting down") from exc
+                continue
+            self._recovered()
+            return result
+
+    def _wait_out(self, exc: Exception) -> bool:
+        """If `exc` is an outage, note it, keep the lease and wait the backoff; True then."""
+        what = outage_of(exc)
+        if what is None or self.outage is None:
+            return False
+        delay = self.outage.failed(what, exc)
+        self._gauges.update(self.outage.gauges())
+        if what == DATABASE:
+            # A broken connection is not reused: the next query connects afresh.
+            connections.close_all()
+        self.keepalive()
+        self.wait(delay)  # a stop or a shutdown ends the wait early
+        return True
+
+    def _recovered(self) -> None:
+        if self.outage is not None and self.outage.what is not None:
+            self.outage.recovered()
+            self._gauges.update(self.outage.gauges())
 
     def _one_iteration(self, lease: Lease, next_step: float) -> tuple[float, str]:
         """Check state, step if the tick is due, wait; returns (next_step, exit reason or "")."""
@@ -288,9 +340,10 @@ class Loop:
             return next_step, "stop requested"
         paused = control.desired == Desired.PAUSED
         if paused != self.paused:
-            self.paused = paused
+            # Noted only once done, so an outage half-way repeats it at the next try.
             self._set_status(Status.PAUSED if paused else Status.RUNNING)
             self.on_paused_changed(paused)
+            self.paused = paused
         if control.config_rev and control.config_rev != self._config_rev:
             self._reload()
         now = time.monotonic()
@@ -298,6 +351,7 @@ class Loop:
             # How late this tick starts against its schedule: what capacity costs.
             self._gauges["tick_lag_ms"] = round((now - next_step) * 1000, 3)
             started = time.perf_counter()
+            self._db_spent = 0.0
             self._step_started = now
             try:
                 counters = self.step()
@@ -376,10 +430,53 @@ class Loop:
     # --- the watchdog (agents.runtime.watchdog) --------------------------------------
 
     def step_overdue(self, now: float) -> float | None:
+        """Seconds the step has run, less its waits on the database, once past the limit."""
         started = self._step_started
-        if started is None or self.abandoned or now - started <= self.step_timeout:
+        if started is None or self.abandoned:
             return None
-        return now - started
+        since = self._db_since
+        ran = now - started - self._db_spent - (now - since if since is not None else 0.0)
+        return ran if ran > self.step_timeout else None
+
+    def waiting_on_database(self, now: float) -> bool:
+        """Called by the watchdog's thread: when a call to the database has not returned
+        for a while, show the wait and keep the lease and heartbeat alive for the loop,
+        whose own thread is blocked in that call. True while it waits."""
+        since = self._db_since
+        if since is None or now - since < DB_WAIT_NOTICE_SECONDS or self.outage is None:
+            return False
+        self.outage.noticed(DATABASE, time.time() - (now - since))
+        if now - self._last_keepalive >= 1.0:
+            self._last_keepalive = now
+            self.keepalive()
+        return True
+
+    def keepalive(self) -> None:
+        """Renew the lease and the Redis heartbeat, with the outage gauges, from any thread
+        (a loop held up by an outage is alive, not lost)."""
+        gauges = self.outage.gauges() if self.outage is not None else {}
+        try:
+            self.lease.tick(
+                keys.heartbeat(self.kind, self.rid),
+                keys.metrics(self.kind, self.rid),
+                keys.flags(self.kind, self.rid),
+                now=time.time(),
+                heartbeat_ttl_s=int(settings.HEARTBEAT_STALE_SECONDS * 4),
+                incr={},
+                gauges=gauges,
+            )
+        except (Fenced, redis.RedisError):
+            pass  # the loop's own next tick finds out
+
+    def _timed_query(self, execute, sql, params, many, context):
+        """Django's execute wrapper on the loop's thread: how long each query waited."""
+        started = time.monotonic()
+        self._db_since = started
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            self._db_since = None
+            self._db_spent += time.monotonic() - started
 
     def abandon(self, ran_for: float) -> None:
         """The step overran: error with the reason, and free the lease for a restart."""
@@ -394,9 +491,10 @@ class Loop:
 
     def _release(self) -> None:
         """Give the lease up and say so, so a loop waiting for it starts now, not at its
-        next look."""
+        next look. Its heartbeat goes with it: a loop that ended is not stale
+        (agents.runtime.staleness), one that stopped ticking without ending is."""
         try:
-            self.lease.release()
+            self.lease.release(keys.heartbeat(self.kind, self.rid))
             flags.wake(self.kind, self.rid, self.client)
         except redis.RedisError:
             pass  # it expires on its own
@@ -435,4 +533,3 @@ class Loop:
         if written:
             flags.announce(self.kind, self.rid, self.client)
         return written
-

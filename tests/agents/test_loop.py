@@ -1,14 +1,17 @@
 """The loop run in this process (real Redis, real database): flags, leases, reloads."""
 
 import threading
+import time
 
 import pytest
+import redis
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, InterfaceError, OperationalError, ProgrammingError, connection
 
 from agents.models import Agent
 from agents.runtime import flags, keys
 from agents.runtime.agent_loop import AgentLoop
+from agents.runtime.outage import outage_of
 from agents.states import Desired, Status
 from control import services
 from tests.conftest import wait_for
@@ -122,3 +125,131 @@ def test_a_step_past_its_timeout_is_abandoned_and_the_loop_writes_nothing_after(
         failed.error_message,
         heartbeat,
     )
+
+
+# --- outages of the database or Redis are waited out, not errors ----------------------
+
+
+@pytest.mark.parametrize(
+    "exc, expected",
+    [
+        (OperationalError("database is locked"), "database"),
+        (OperationalError("database table is locked: agents_agent"), "database"),
+        (OperationalError("unable to open database file"), "database"),
+        (
+            OperationalError(
+                'connection failed: connection to server at "127.0.0.1", port 5432 failed: Connection refused'
+            ),
+            "database",
+        ),  # fmt: skip
+        (OperationalError("server closed the connection unexpectedly"), "database"),
+        (OperationalError("terminating connection due to administrator command"), "database"),
+        (OperationalError("the database system is starting up"), "database"),
+        (OperationalError("canceling statement due to lock timeout"), "database"),
+        (InterfaceError("connection already closed"), "database"),
+        (redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379"), "redis"),
+        (redis.TimeoutError("Timeout reading from socket"), "redis"),
+        # Real errors: they would fail again at once.
+        (IntegrityError("UNIQUE constraint failed: sessions_fill.order_id"), None),
+        (OperationalError("no such table: agents_agent"), None),
+        (OperationalError("no such column: foo"), None),
+        (ProgrammingError("syntax error at or near SELEC"), None),
+        (redis.ResponseError("WRONGTYPE Operation against a key"), None),
+        (ValueError("database is locked"), None),
+    ],
+)
+def test_an_outage_is_told_from_a_real_error(exc, expected):
+    assert outage_of(exc) == expected
+
+
+def waiting_for(agent_id: str, redis_client) -> str | None:
+    return redis_client.hget(keys.metrics("agent", agent_id), "waiting_for") or None
+
+
+@pytest.mark.parametrize(
+    "failure", [OperationalError("database is locked"), redis.ConnectionError("Connection refused")]
+)
+def test_a_step_meeting_an_outage_waits_it_out_and_carries_on(
+    make_agent, run_loop, redis_client, monkeypatch, failure
+):
+    """The step fails for a while (an outage): the loop stays running, says what it waits
+    for in its live metrics, and carries on by itself once the outage is over."""
+    outage = threading.Event()
+    original_step = AgentLoop.step
+
+    def step(self):
+        if outage.is_set():
+            raise failure
+        return original_step(self)
+
+    monkeypatch.setattr(AgentLoop, "step", step)
+    agent = make_agent("outage", config={"tick_seconds": 0.1})
+    run_loop(agent.agent_id)
+    wait_for(lambda: is_running(agent.agent_id))
+    outage.set()
+    what = "database" if isinstance(failure, OperationalError) else "redis"
+    if what == "database":  # a Redis outage here is only the step's: its tick still works
+        wait_for(lambda: waiting_for(agent.agent_id, redis_client) == what, what="the wait to show")
+        since = float(redis_client.hget(keys.metrics("agent", agent.agent_id), "waiting_since"))
+        assert 0 < time.time() - since < 10
+    else:
+        time.sleep(1)  # the outage lasts a while (a fault held on purpose)
+    steps = int(redis_client.hget(keys.metrics("agent", agent.agent_id), "steps") or 0)
+    assert is_running(agent.agent_id)
+    outage.clear()
+    wait_for(
+        lambda: int(redis_client.hget(keys.metrics("agent", agent.agent_id), "steps") or 0) > steps + 2,
+        what="steps again",
+    )
+    wait_for(lambda: waiting_for(agent.agent_id, redis_client) is None, what="the wait to clear")
+    row = Agent.objects.get(pk=agent.pk)
+    assert (row.status, row.error_message) == (Status.RUNNING, "")
+
+
+def test_a_real_error_in_a_step_is_an_error(make_agent, run_loop, monkeypatch):
+    def step(self):
+        raise IntegrityError("UNIQUE constraint failed: sessions_fill.order_id")
+
+    monkeypatch.setattr(AgentLoop, "step", step)
+    agent = make_agent("broken", config={"tick_seconds": 0.1})
+    outcome = run_loop(agent.agent_id)
+    outcome["thread"].join(timeout=10)
+    row = Agent.objects.get(pk=agent.pk)
+    assert row.status == Status.ERROR
+    assert row.error_message == "IntegrityError: UNIQUE constraint failed: sessions_fill.order_id"
+
+
+def test_a_step_blocked_on_the_database_past_its_timeout_is_not_abandoned(
+    make_agent, run_loop, redis_client, monkeypatch
+):
+    """A call to the database that does not return for longer than the step timeout (a
+    lock held elsewhere) is a wait on the database, not a hung step: the watchdog shows
+    the wait and keeps the lease, and the step finishes when the call returns."""
+    blocked = threading.Event()
+    original_step = AgentLoop.step
+
+    def step(self):
+        if not blocked.is_set():
+            blocked.set()
+            slow_query(2.0)
+        return original_step(self)
+
+    monkeypatch.setattr(AgentLoop, "step", step)
+    agent = make_agent("slowdb", config={"tick_seconds": 0.1, "step_timeout_seconds": 0.5})
+    run_loop(agent.agent_id)
+    wait_for(blocked.is_set, what="the step to block in the database")
+    wait_for(lambda: waiting_for(agent.agent_id, redis_client) == "database", what="the wait to show")
+    wait_for(lambda: waiting_for(agent.agent_id, redis_client) is None, what="the step to finish")
+    row = Agent.objects.get(pk=agent.pk)
+    assert (row.status, row.error_message) == (Status.RUNNING, "")
+
+
+def slow_query(seconds: float) -> None:
+    """A query that takes `seconds` in the database (what a lock wait looks like to the loop)."""
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            connection.connection.create_function("pause", 1, time.sleep)
+            cursor.execute("SELECT pause(%s)", [seconds])
+        else:
+            cursor.execute("SELECT pg_sleep(%s)", [seconds])

@@ -187,3 +187,21 @@ def test_issue_token_for_an_unknown_user_exits_non_zero(cli_env):
     assert result.returncode != 0
     assert "There is no user named 'ghost'." in result.stderr
     assert result.stdout == ""
+
+
+def test_status_says_which_loops_are_stale_or_wait_for_the_database(make_agent, redis_client):
+    import time
+
+    from agents.runtime import keys
+
+    make_agent("frozen", desired_state="running", status="running")
+    make_agent("waiting", desired_state="running", status="running")
+    redis_client.set(keys.heartbeat("agent", "frozen"), str(time.time() - 100))
+    redis_client.set(keys.heartbeat("agent", "waiting"), str(time.time()))
+    since = time.time() - 12
+    wait = {"waiting_for": "database", "waiting_since": since}
+    redis_client.hset(keys.metrics("agent", "waiting"), mapping=wait)
+    output = run("status")
+    lines = {line.split()[0]: line for line in output.splitlines()[1:]}
+    assert "stale: no heartbeat for 10" in lines["frozen"]
+    assert "waiting for the database for 12 s" in lines["waiting"]

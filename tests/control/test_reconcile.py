@@ -139,3 +139,41 @@ def test_stale_heartbeats_counts_running_agents_that_stopped_ticking(make_agent,
     put(make_agent, "fresh", status=Status.STARTING, desired=Desired.RUNNING)
     redis_client.set(keys.heartbeat("agent", "ticking"), str(timezone.now().timestamp()))
     assert stale_heartbeats() == ["quiet"]
+
+
+def test_a_relaunched_lost_loop_stays_stale_until_a_loop_ticks(make_agent, redis_client, settings):
+    """A frozen worker: the loop's heartbeat is old, and the reconciler's relaunch (status
+    starting, just now) does not make it fresh; a loop that ended cleanly (no heartbeat)
+    and was started just now is not stale."""
+    settings.HEARTBEAT_STALE_SECONDS = 2
+    put(make_agent, "frozen", status=Status.RUNNING, desired=Desired.RUNNING, age_seconds=60)
+    redis_client.set(keys.heartbeat("agent", "frozen"), str(timezone.now().timestamp() - 30))
+    put(make_agent, "restarted", status=Status.STARTING, desired=Desired.RUNNING)
+    assert stale_heartbeats() == ["frozen"]
+    reconcile(start_grace_seconds=0)
+    assert Agent.objects.get(pk="frozen").status == Status.STARTING
+    assert stale_heartbeats() == ["frozen"], "the relaunch hid the stale loop"
+    redis_client.set(keys.heartbeat("agent", "frozen"), str(timezone.now().timestamp()))
+    assert stale_heartbeats() == []
+
+
+def test_a_paused_session_is_relaunched_paused(monkeypatch, django_capture_on_commit_callbacks):
+    from control import reconcile as reconcile_module
+    from sessions.models import TradingSession
+
+    launched = []
+    monkeypatch.setattr(reconcile_module, "launch_session", lambda *args: launched.append(args))
+    TradingSession.objects.create(
+        session_id="held",
+        name="Held",
+        status=Status.STOPPED,
+        desired_state=Desired.PAUSED,
+        run_id="r1",
+        starting_cash=1000,
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        report = reconcile(start_grace_seconds=0)
+    assert report.restarted == ["session:held"]
+    row = TradingSession.objects.get(pk="held")
+    assert (row.desired_state, row.status) == (Desired.PAUSED, Status.STARTING)
+    assert launched == [("held", row.run_id, Desired.PAUSED)]

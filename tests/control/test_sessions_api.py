@@ -387,7 +387,7 @@ def test_starting_a_ready_session_records_it_and_sends_the_loop_after_commit(
     assert (body["status"], body["desired_state"]) == ("starting", "running")
     stored = TradingSession.objects.get(pk="fresh")
     assert stored.run_id
-    assert launched == [("fresh", stored.run_id)]
+    assert launched == [("fresh", stored.run_id, "running")]
     entry = control_audit().get()
     assert (entry.user, entry.session_id) == (operator, "fresh")
 

@@ -183,3 +183,58 @@ def test_an_archived_session_cannot_start():
 
     with pytest.raises(TransitionRefused, match="archived"):
         check_session("start", _session("stopped", "stopped", archived=True))
+
+
+# --- "paused" survives every start that is not a resume ---------------------------------
+
+
+@pytest.fixture
+def sessions_launched(monkeypatch, redis_client):
+    """services.launch_session replaced by a recorder: (session_id, run_id, desired)."""
+    launched: list[tuple] = []
+    monkeypatch.setattr(services, "launch_session", lambda *args: launched.append(args))
+    return launched
+
+
+def paused_session(make_agent, status: str, session_id: str = "held"):
+    from sessions.models import TradingSession
+
+    make_agent("decide", role="decision")
+    make_agent("execute", role="execution")
+    return TradingSession.objects.create(
+        session_id=session_id,
+        name=session_id,
+        status=status,
+        desired_state=Desired.PAUSED,
+        run_id="r-old",
+        starting_cash=1000,
+        decision_agent_id="decide",
+        execution_agent_id="execute",
+    )
+
+
+@pytest.mark.parametrize("status", [Status.ERROR, Status.STOPPED])
+def test_a_start_of_a_paused_session_keeps_it_paused(
+    make_agent, sessions_launched, status, django_capture_on_commit_callbacks
+):
+    """A paused session that failed, or whose worker shut down: starting it again (a
+    person, Start system, start_all) brings its loop back paused; only resume trades."""
+    paused_session(make_agent, status)
+    with django_capture_on_commit_callbacks(execute=True):
+        started = services.start_session("held")
+    assert (started.status, started.desired_state) == (Status.STARTING, Desired.PAUSED)
+    assert sessions_launched == [("held", started.run_id, Desired.PAUSED)]
+    assert "paused: it trades once resumed" in LogEntry.objects.filter(session_id="held").last().message
+
+
+def test_system_start_keeps_a_paused_session_paused(
+    make_agent, sessions_launched, django_capture_on_commit_callbacks
+):
+    paused_session(make_agent, Status.ERROR)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = services.start_system()
+    assert "held" in result.changed
+    from sessions.models import TradingSession
+
+    assert TradingSession.objects.get(pk="held").desired_state == Desired.PAUSED
+    assert [args[2] for args in sessions_launched] == [Desired.PAUSED]

@@ -125,7 +125,7 @@ class Market:
 
 
 @pytest.fixture
-def market(make_agent) -> Market:
+def market(make_agent) -> Iterator[Market]:
     feed = make_agent(
         "fx_feed", symbols=list(SYMBOLS), config={"source": "simulated", "tick_seconds": 0.5, "seed": 5}
     )
@@ -139,7 +139,11 @@ def market(make_agent) -> Market:
     )
     execution.inputs_from.add(feed)
     make_agent("fx_decision", kind="decision", role="decision", symbols=list(SYMBOLS))
-    return Market([feed.agent_id, technical.agent_id, execution.agent_id], "fx_decision", execution.agent_id)
+    yield Market([feed.agent_id, technical.agent_id, execution.agent_id], "fx_decision", execution.agent_id)
+    # The agents' log files outlive the test (one LOG_DIR per run) under the same ids: a
+    # loop this test fenced on purpose must not count against the next test's checks.
+    for agent_id in (feed.agent_id, technical.agent_id, execution.agent_id, "fx_decision"):
+        (settings.LOG_DIR / f"{agent_id}.log").unlink(missing_ok=True)
 
 
 class DirectiveDriver:

@@ -21,7 +21,7 @@ from agents.runtime import flags, keys
 from agents.runtime.agent_loop import AgentLoop
 from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
-from control import services
+from control import presenters, services
 from control.reconcile import reconcile
 from sessions import broker
 from sessions.models import Order, OrderStatus, TradingSession
@@ -126,9 +126,23 @@ def test_a_loop_survives_a_redis_restart_and_takes_its_lease_back(
     heartbeat = keys.heartbeat("agent", agent.agent_id)
     try:
         wait_for(lambda: client.exists(heartbeat), what="a first heartbeat")
+        wait_for(lambda: Agent.objects.get(pk=agent.pk).metrics, what="counters in the database")
         private_redis.kill()
+        # While Redis is away the loop says it waits for it (written to the database,
+        # which the API reads then), with the outage's start.
+        wait_for(
+            lambda: Agent.objects.get(pk=agent.pk).metrics.get("waiting_for") == "redis",
+            what="the wait written to the database",
+        )
+        shown = presenters.agent_dicts([Agent.objects.get(pk=agent.pk)])[0]
+        assert shown["waiting_for"] == "redis" and shown["status"] == Status.RUNNING, shown
+        assert 0 <= (timezone.now() - shown["waiting_since"]).total_seconds() < 20, shown
         private_redis.start()  # same port, empty: as after a restart
         wait_for(lambda: client.exists(heartbeat), timeout=20, what="heartbeats after the restart")
+        wait_for(
+            lambda: presenters.agent_dicts([Agent.objects.get(pk=agent.pk)])[0]["waiting_for"] is None,
+            what="the wait to clear",
+        )
         assert client.get(keys.lease("agent", agent.agent_id)).startswith("run-1:")
         assert Agent.objects.get(pk=agent.pk).status == Status.RUNNING
         assert thread.is_alive()

@@ -23,7 +23,8 @@ class Command(ControlCommand):
         )
         agent_rows = list(presenters.agents_queryset())
         beats = self._heartbeats("agent", [a.agent_id for a in agent_rows])
-        rows = [("AGENT", "KIND", "ROLE", "STATUS", "WANTED", "HEARTBEAT", "ERROR")]
+        notes = presenters.loop_notes("agent", agent_rows)
+        rows = [("AGENT", "KIND", "ROLE", "STATUS", "WANTED", "HEARTBEAT", "ERROR", "NOTE")]
         for agent, age in zip(agent_rows, beats, strict=True):
             rows.append(
                 (
@@ -34,6 +35,7 @@ class Command(ControlCommand):
                     agent.desired_state,
                     age,
                     agent.error_message[:60],
+                    note(notes.get(agent.agent_id, {})),
                 )
             )
         self._table(rows)
@@ -42,7 +44,9 @@ class Command(ControlCommand):
         if not session_rows:
             return
         beats = self._heartbeats("session", [s["session_id"] for s in session_rows])
-        rows = [("SESSION", "STATUS", "WANTED", "EQUITY", "PNL", "PNL%", "TRADES", "HEARTBEAT", "ERROR")]
+        rows = [
+            ("SESSION", "STATUS", "WANTED", "EQUITY", "PNL", "PNL%", "TRADES", "HEARTBEAT", "ERROR", "NOTE")
+        ]
         for session, age in zip(session_rows, beats, strict=True):
             rows.append(
                 (
@@ -55,6 +59,7 @@ class Command(ControlCommand):
                     session["trades"],
                     age,
                     (session["error_message"] or "")[:60],
+                    note(session),
                 )
             )
         self._table(rows)
@@ -71,3 +76,15 @@ class Command(ControlCommand):
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
         for row in rows:
             self.stdout.write("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def note(loop: dict) -> str:
+    """What the loop goes through besides its status (presenters.loop_notes), in words."""
+    if loop.get("stale_seconds"):
+        return f"stale: no heartbeat for {loop['stale_seconds']:.0f} s"
+    if loop.get("waiting_for"):
+        what = "Redis" if loop["waiting_for"] == "redis" else f"the {loop['waiting_for']}"
+        since = loop.get("waiting_since")
+        age = f" for {(timezone.now() - since).total_seconds():.0f} s" if since else ""
+        return f"waiting for {what}{age}"
+    return ""
