@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-READMES = [ROOT / "tests" / "e2e" / "vendor" / "README.md"]
+READMES = [ROOT / "static" / "vendor" / "README.md", ROOT / "tests" / "e2e" / "vendor" / "README.md"]
 
 
 def pinned(readme: Path) -> list[tuple[Path, str]]:
@@ -25,3 +25,10 @@ def test_every_vendored_file_matches_the_sha256_in_its_readme(readme):
     for path, sha in files:
         assert path.is_file(), f"{path} is named in {readme} but missing"
         assert hashlib.sha256(path.read_bytes()).hexdigest() == sha, f"{path} differs from {readme}"
+
+
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_vendored_file_is_missing_from_its_readme(readme):
+    named = {path for path, _sha in pinned(readme)}
+    present = {p for p in readme.parent.rglob("*") if p.is_file() and p.name != "README.md"}
+    assert present - named == set(), f"vendored but not in {readme}"
