@@ -268,6 +268,9 @@ USE_I18N = True
 USE_TZ = True
 
 # --- Logging ----------------------------------------------------------------
+# Error reports (DEBUG pages, error mails) mask URL passwords in settings and frames.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "agents.net.redact.RedactingExceptionReporterFilter"
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

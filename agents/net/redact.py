@@ -15,6 +15,8 @@ import re
 import sys
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from django.views.debug import SafeExceptionReporterFilter
+
 MASK = "***"
 # Query parameters that carry a credential (redis-py reads `password` from the query).
 SECRET_PARAMS = frozenset({"password", "passwd", "pass", "pwd", "secret", "token", "key", "api_key"})
@@ -68,6 +70,24 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record))
+
+
+class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Django's error reports (the DEBUG pages, the error mails) without URL passwords.
+
+    Django hides settings whose *names* look secret (KEY, PASS, TOKEN...), but REDIS_URL,
+    CELERY_BROKER_URL and CHANNEL_LAYERS' hosts carry a password inside a URL, and a
+    frame's local variables may hold one too: every text value is masked here."""
+
+    def cleanse_setting(self, key, value):
+        value = super().cleanse_setting(key, value)
+        return redact_text(value) if isinstance(value, str) else value
+
+    def get_traceback_frame_variables(self, request, tb_frame):
+        return [
+            (name, redact_text(value) if isinstance(value, str) else value)
+            for name, value in super().get_traceback_frame_variables(request, tb_frame)
+        ]
 
 
 if __name__ == "__main__":

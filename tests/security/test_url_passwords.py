@@ -127,3 +127,34 @@ def test_the_console_log_format_masks_url_passwords():
     )
     line = RedactingFormatter(formatter_conf["format"]).format(record)
     assert PASSWORD not in line and "redis://default:***@" in line
+
+
+def test_django_error_pages_mask_url_passwords_in_settings_and_frames(client, settings):
+    """DEBUG pages (a bad Host's 400, a crash's 500) list the settings and each frame's
+    variables: a password inside REDIS_URL, the broker URL or the channel layer's hosts
+    must not show, although their names do not look secret to Django."""
+    settings.DEBUG = True
+    settings.REDIS_URL = DEAD_REDIS_WITH_PASSWORD
+    settings.CELERY_BROKER_URL = DEAD_REDIS_WITH_PASSWORD
+    settings.CHANNEL_LAYERS = {"default": {"CONFIG": {"hosts": [DEAD_REDIS_WITH_PASSWORD]}}}
+    client.raise_request_exception = False
+
+    bad_host = client.get("/", headers={"host": "evil.example"})
+    assert bad_host.status_code == 400
+    assert "REDIS_URL" in bad_host.content.decode()  # the settings are listed...
+    assert PASSWORD not in bad_host.content.decode()  # ...without the password
+
+    from django.views import debug
+
+    reporter = debug.ExceptionReporter(None, *_raised_with_a_url_in_a_local())
+    for report in (reporter.get_traceback_html(), reporter.get_traceback_text()):
+        assert "redis://default:***@127.0.0.1:1/0" in report
+        assert PASSWORD not in report
+
+
+def _raised_with_a_url_in_a_local():
+    url = DEAD_REDIS_WITH_PASSWORD  # noqa: F841 - a frame variable the report shows
+    try:
+        raise ConnectionError("Redis is unreachable")
+    except ConnectionError as exc:
+        return type(exc), exc, exc.__traceback__
