@@ -268,8 +268,10 @@ USE_I18N = True
 USE_TZ = True
 
 # --- Logging ----------------------------------------------------------------
-# Error reports (DEBUG pages, error mails) mask URL passwords in settings and frames.
+# Error reports (DEBUG pages, error mails) mask URL passwords in settings and frames, and
+# DEBUG's technical error pages are shown to staff users only.
 DEFAULT_EXCEPTION_REPORTER_FILTER = "agents.net.redact.RedactingExceptionReporterFilter"
+DEFAULT_EXCEPTION_REPORTER = "agents.net.redact.StaffOnlyExceptionReporter"
 
 LOGGING = {
     "version": 1,

@@ -15,7 +15,7 @@ import re
 import sys
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from django.views.debug import SafeExceptionReporterFilter
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 MASK = "***"
 # Query parameters that carry a credential (redis-py reads `password` from the query).
@@ -88,6 +88,28 @@ class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
             (name, redact_text(value) if isinstance(value, str) else value)
             for name, value in super().get_traceback_frame_variables(request, tb_frame)
         ]
+
+
+class StaffOnlyExceptionReporter(ExceptionReporter):
+    """With DEBUG on, Django answers an error (a crash, a bad Host header) with its
+    technical page: settings, source and frame variables. Like the technical 404
+    (control.middleware.PlainNotFoundUnlessStaff), only a logged-in staff user sees it;
+    anyone else gets a plain page. Error mails (is_email) keep the whole report."""
+
+    PLAIN = (
+        "<!doctype html><title>Error</title><h1>Error</h1><p>The server could not answer this "
+        "request. The details are in the server's log, and shown to staff users.</p>"
+    )
+
+    def _for_staff(self) -> bool:
+        user = getattr(self.request, "user", None)
+        return self.is_email or bool(user is not None and user.is_active and user.is_staff)
+
+    def get_traceback_html(self):
+        return super().get_traceback_html() if self._for_staff() else self.PLAIN
+
+    def get_traceback_text(self):
+        return super().get_traceback_text() if self._for_staff() else "Error: see the server's log."
 
 
 if __name__ == "__main__":

@@ -141,12 +141,12 @@ def test_django_error_pages_mask_url_passwords_in_settings_and_frames(client, se
 
     bad_host = client.get("/", headers={"host": "evil.example"})
     assert bad_host.status_code == 400
-    assert "REDIS_URL" in bad_host.content.decode()  # the settings are listed...
-    assert PASSWORD not in bad_host.content.decode()  # ...without the password
+    assert PASSWORD not in bad_host.content.decode()
 
     from django.views import debug
 
-    reporter = debug.ExceptionReporter(None, *_raised_with_a_url_in_a_local())
+    # The whole report, as staff and the error mails get it.
+    reporter = debug.ExceptionReporter(None, *_raised_with_a_url_in_a_local(), is_email=True)
     for report in (reporter.get_traceback_html(), reporter.get_traceback_text()):
         assert "redis://default:***@127.0.0.1:1/0" in report
         assert PASSWORD not in report
@@ -158,3 +158,21 @@ def _raised_with_a_url_in_a_local():
         raise ConnectionError("Redis is unreachable")
     except ConnectionError as exc:
         return type(exc), exc, exc.__traceback__
+
+
+def test_django_technical_error_pages_are_for_staff_only(client, settings, django_user_model):
+    """An anonymous caller (a bad Host header needs no login) gets a plain error page, not
+    the settings and source of the technical one; a staff user still gets it."""
+    settings.DEBUG = True
+    client.raise_request_exception = False
+    anonymous = client.get("/", headers={"host": "evil.example"}).content.decode()
+    assert "DisallowedHost" not in anonymous and "INSTALLED_APPS" not in anonymous
+    assert "details are in the server's log" in anonymous
+
+    from django.test import RequestFactory
+    from django.views import debug
+
+    request = RequestFactory().get("/")
+    request.user = django_user_model.objects.create_user("staffer", password="x", is_staff=True)
+    staff = debug.technical_500_response(request, *_raised_with_a_url_in_a_local()).content.decode()
+    assert "INSTALLED_APPS" in staff and PASSWORD not in staff
