@@ -251,7 +251,8 @@ def start_system(*, user=None) -> BulkResult:
         if not result.skipped:
             raise TransitionRefused("There is no enabled agent to start. Enable an agent first.")
         raise TransitionRefused(
-            "The system is already running: every enabled agent and session is running or starting."
+            "The system is already running: every enabled agent and session is running or starting "
+            "(a paused session stays paused: resume it to trade)."
         )
     audit(
         f"{_who(user)} started the system ({agents_started} agents, "
