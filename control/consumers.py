@@ -32,6 +32,10 @@ class _HubConsumer(AsyncWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
+            # Accepted, then closed with the code: a close before the accept reaches the
+            # browser as a failed handshake (1006), which the page retries for good instead
+            # of going to the login form (a login ended while the page was reconnecting).
+            await self.accept()
             await self.close(code=UNAUTHENTICATED)
             return
         self.can_control = await database_sync_to_async(may_control)(user)

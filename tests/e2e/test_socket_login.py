@@ -32,3 +32,30 @@ def test_a_password_change_or_deactivation_ends_the_open_panel(logged_in_page, o
         operator.is_active = False
     operator.save()  # committed: the server is another process
     expect(page).to_have_url(LOGIN_URL, timeout=WITHIN_MS)
+
+
+def test_a_login_that_ends_while_the_socket_is_down_sends_the_page_to_the_login_form(
+    logged_in_page, operator
+):
+    """The page reconnects after a drop; if the login ended meanwhile, the server's answer
+    to the reconnect (4401) must send the page to the login form, not keep it retrying."""
+    page = logged_in_page
+    live, down = [], [False]
+
+    def route(ws) -> None:
+        if down[0]:
+            ws.close(code=1012, reason="still down")
+            return
+        ws.connect_to_server()
+        live.append(ws)
+
+    page.route_web_socket("**/ws/control/", route)
+    page.goto("/")
+    expect(page.locator("#live-indicator")).to_have_text("Live", timeout=WITHIN_MS)
+    down[0] = True
+    live[-1].close(code=1012, reason="network drop")
+    expect(page.locator("#live-indicator")).to_contain_text("Reconnecting", timeout=WITHIN_MS)
+    operator.set_password("changed-while-away")
+    operator.save()
+    down[0] = False
+    expect(page).to_have_url(LOGIN_URL, timeout=WITHIN_MS * 2)
