@@ -2,16 +2,17 @@
 
 Observed state (status, heartbeat, run_id...) is read-only here: the loops write it.
 Desired state changes only through control.services, via the start/stop actions that
-control registers (agents knows nothing of control).
+control registers (agents knows nothing of control); control's admin also sends every
+edit through control.services (validated, audited, announced to a running loop).
 """
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
-from django.db.models import F
 from django.utils import timezone
 
+from agents.graph import inputs_refusal
 from agents.kinds import ConfigError, UnknownKind, kind_names, validate_config
 from agents.models import RUNNABLE_STATE_FIELDS, Agent, LogEntry
 
@@ -52,6 +53,12 @@ class AgentForm(forms.ModelForm):
                 for field, reason in exc.errors:
                     self.add_error("config", f"{field}: {reason}")
         # Symbols are checked by the model's field (agents.validators.validate_symbols).
+        agent_id = data.get("agent_id") or getattr(self.instance, "agent_id", "")
+        inputs = data.get("inputs_from")
+        if agent_id and inputs is not None:
+            refusal = inputs_refusal(agent_id, [a.agent_id for a in inputs])
+            if refusal:
+                self.add_error("inputs_from", refusal)
         return data
 
 
@@ -66,16 +73,31 @@ class ChangedFieldsOnlyAdmin(admin.ModelAdmin):
         if not change:
             super().save_model(request, obj, form, change)
             return
-        concrete = {f.name for f in type(obj)._meta.concrete_fields}
-        updates = {name: getattr(obj, name) for name in form.changed_data if name in concrete}
-        if not updates:
-            return
-        self.changed_field_updates(obj, updates)
-        updates["updated_at"] = timezone.now()
-        type(obj).objects.filter(pk=obj.pk).update(**updates)
+        changes = {name: form.cleaned_data[name] for name in form.changed_data if name in form.cleaned_data}
+        if changes:
+            self.save_changes(request, obj, changes)
 
-    def changed_field_updates(self, obj, updates: dict) -> None:
-        """Add derived updates (e.g. a version bump) to what the form changed."""
+    def save_related(self, request, form, formsets, change):
+        if not change:
+            super().save_related(request, form, formsets, change)
+            return
+        # Many-to-many fields went with the other changes (save_changes).
+        for formset in formsets:
+            self.save_formset(request, form, formset, change=change)
+
+    def save_changes(self, request, obj, changes: dict) -> None:
+        """Write what the person changed. control's admin sends it through
+        control.services instead (validation, audit, the loop told)."""
+        model = type(obj)
+        m2m = {f.name for f in model._meta.many_to_many}
+        concrete = {
+            model._meta.get_field(name).attname: getattr(obj, model._meta.get_field(name).attname)
+            for name in changes
+            if name not in m2m
+        }
+        model.objects.filter(pk=obj.pk).update(**concrete, updated_at=timezone.now())
+        for name in m2m & set(changes):
+            getattr(obj, name).set(changes[name])
 
 
 @admin.register(Agent)
@@ -95,11 +117,6 @@ class AgentAdmin(ChangedFieldsOnlyAdmin):
     search_fields = ("agent_id", "name")
     readonly_fields = OBSERVED
     filter_horizontal = ("inputs_from",)
-
-    def changed_field_updates(self, obj, updates: dict) -> None:
-        if "config" in updates:
-            # A running loop reloads when the version moves (agents.runtime.loop).
-            updates["config_version"] = F("config_version") + 1
 
 
 @admin.register(LogEntry)

@@ -43,3 +43,42 @@ def upstream_first(agents: Iterable[Agent], parents: dict[str, list[str]] | None
         return d
 
     return sorted(agents, key=lambda a: (depth_of(a), rank.get(a.role, 99), a.agent_id))
+
+
+def inputs_refusal(agent_id: str, input_ids: Iterable[str]) -> str | None:
+    """Why `agent_id` may not consume the streams of `input_ids`, as a sentence; None
+    when it may. An agent is never its own input, and no edge may close a cycle (a
+    consumer's signal would feed back into its own producers). The agent's current
+    inputs are replaced by `input_ids`, so they are left out of the check."""
+    inputs = sorted(set(input_ids))
+    if agent_id in inputs:
+        return f"Agent {agent_id} cannot be among its own inputs."
+    parents = parents_of()
+    parents.pop(agent_id, None)
+    for producer in inputs:
+        path = _path_up(producer, agent_id, parents)
+        if path is not None:
+            chain = " ← ".join(path)
+            return (
+                f"Agent {agent_id} cannot take input from {producer}: {producer} already depends on "
+                f"{agent_id} ({chain}), so the edge would make a cycle."
+            )
+    return None
+
+
+def _path_up(start: str, target: str, parents: dict[str, list[str]]) -> list[str] | None:
+    """The chain of producers from `start` up to `target` (start first), if there is one."""
+    came_from: dict[str, str | None] = {start: None}
+    todo = [start]
+    while todo:
+        node = todo.pop()
+        if node == target:
+            path = [node]
+            while (prev := came_from[path[-1]]) is not None:
+                path.append(prev)
+            return list(reversed(path))
+        for producer in parents.get(node, []):
+            if producer not in came_from:
+                came_from[producer] = node
+                todo.append(producer)
+    return None

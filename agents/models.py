@@ -29,8 +29,10 @@ ROLE_ORDER = [
 
 class RunnableState(models.Model):
     """What every runnable (agent, session) carries for its loop: the contract of
-    agents.runtime.loop. desired_state is written by control.services only; the rest by
-    the loop (or the reconciler when the loop is gone)."""
+    agents.runtime.loop. Every write of desired_state, status and run_id is in
+    agents.runtime.lifecycle: desired_state changes through control.services only (which
+    also writes `starting`/`stopping` with it); then the loop writes status, and the
+    reconciler when the loop is gone."""
 
     desired_state = models.CharField(max_length=16, choices=Desired.choices, default=Desired.STOPPED)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.STOPPED)
@@ -63,7 +65,8 @@ class Agent(RunnableState):
     enabled = models.BooleanField(default=True)
     symbols = PersonJSONField(default=list, blank=True, validators=[validate_symbols])
     config = PersonJSONField(default=dict, blank=True)
-    # Bumped on every config change; a running loop reloads when it sees a new value.
+    # Bumped on every change of kind, config, symbols or inputs (control.services); a
+    # running loop reloads when it sees a new value in its flags.
     config_version = models.PositiveIntegerField(default=1)
     # Edges of the signal graph: this agent consumes the streams of `inputs_from`.
     inputs_from = models.ManyToManyField("self", symmetrical=False, related_name="outputs_to", blank=True)

@@ -4,7 +4,8 @@ from django.db import models
 
 
 class Desired(models.TextChoices):
-    """What a person asked for. Written only by control.services."""
+    """What a person asked for. Changed only by control.services (the writes themselves
+    are agents.runtime.lifecycle's)."""
 
     RUNNING = "running", "Running"
     PAUSED = "paused", "Paused"
@@ -12,7 +13,9 @@ class Desired(models.TextChoices):
 
 
 class Status(models.TextChoices):
-    """What is actually happening. Written by the loop (or the reconciler)."""
+    """What is actually happening. Written by control.services with a desired state
+    (`starting`, `stopping`), then by the loop, and by the reconciler when the loop is gone;
+    every such write is in agents.runtime.lifecycle, conditional on the run it read."""
 
     READY = "ready", "Ready"
     STARTING = "starting", "Starting"

@@ -150,7 +150,7 @@ def push_latency(user, repeat: int) -> tuple[float, float]:
     from channels.routing import URLRouter
     from channels.testing import WebsocketCommunicator
 
-    from agents.runtime import flags
+    from agents.runtime import lifecycle
     from control.routing import websocket_urlpatterns
 
     async def scenario() -> list[float]:
@@ -168,7 +168,7 @@ def push_latency(user, repeat: int) -> tuple[float, float]:
             status = "stopped" if current == "error" else "error"  # always a real change
             await sync_to_async(Agent.objects.filter(pk=agent_id).update)(status=status)
             started = time.perf_counter()
-            await sync_to_async(flags.announce)("agent", agent_id)
+            await sync_to_async(lifecycle.announce)("agent", agent_id)
             while True:
                 message = await ws.receive_from(timeout=30)
                 if message.startswith(f'<article id="agent-{agent_id}"') and f"status-{status}" in message:

@@ -5,7 +5,7 @@ On a private stack (its own SQLite file and Redis prefix; `BENCH_DATABASE_URL` f
 another database) daphne serves the project on a free port; N agents exist (not running:
 this bench plays the loops). A "state change" is what a loop does: write the observed
 status in the database (a conditional UPDATE) and announce it
-(agents.runtime.flags.announce). Each change also writes `error_message = "bench change
+(agents.runtime.lifecycle.announce). Each change also writes `error_message = "bench change
 <seq>"`, which the card shows, so every pushed card says exactly which change it shows.
 
 1. Single changes (one every 50 ms, spread over the agents): the time from the committed
@@ -56,7 +56,7 @@ TARGETS = {
     "flood_staleness_p95_ms": 300.0,
 }
 VIA = (
-    "daphne on 127.0.0.1; changes = UPDATE agents + flags.announce from the bench process; "
+    "daphne on 127.0.0.1; changes = UPDATE agents + lifecycle.announce from the bench process; "
     "websocket = raw RFC 6455 client on /ws/control/ with an operator session cookie; "
     "DOM = Chromium MutationObserver"
 )
@@ -251,14 +251,14 @@ class Changer:
 
     def __init__(self, agent_ids: list[str]) -> None:
         from agents.models import Agent
-        from agents.runtime import flags
+        from agents.runtime import lifecycle
         from agents.runtime.redis import get_redis
 
         self.agent_ids = agent_ids
         self.status = dict.fromkeys(agent_ids, "stopped")
         self.seq = 0
         self._model = Agent
-        self._announce = flags.announce
+        self._announce = lifecycle.announce
         self._client = get_redis()
 
     def change(self, agent_id: str) -> tuple[int, float, float]:

@@ -1,6 +1,9 @@
 """Admin: start/stop actions on agents (through the services), API tokens, and the
 `control` permission over every change an admin page can make to an agent or a session.
 
+Every edit of an agent or a session made here goes through control.services, like the
+API's: validated, audited with the user, and announced to a running loop.
+
 The API refuses a change to an agent or a session without `control` (control.auth); the
 admin follows the same rule (control.auth.may_control) on top of Django's model
 permissions, so a staff user with change_agent but not `control` sees the pages
@@ -63,12 +66,57 @@ def stop_agents(modeladmin, request, queryset) -> None:
     _run(modeladmin, request, queryset, services.stop_agent, "Stopping")
 
 
-class ControlledAgentAdmin(ControlRequiredAdmin, AgentAdmin):
+class ThroughServicesAdmin(ControlRequiredAdmin):
+    """Every edit goes through the same service as the API (control.services): validated,
+    audited with the user, and announced to a running loop through the flags."""
+
+    update = None  # services.update_agent or services.update_session
+
+    def save_changes(self, request, obj, changes: dict) -> None:
+        try:
+            done = type(self).update(obj.pk, changes, user=request.user)
+        except ServiceError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
+            return
+        if done.note:
+            self.message_user(request, done.note, messages.WARNING)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            kind = obj._meta.verbose_name
+            services.audit(
+                f"{request.user.get_username()} created {kind} {obj.pk} in the admin",
+                user=request.user,
+                **self.audit_ids(obj),
+            )
+
+    def delete_model(self, request, obj):
+        ids = self.audit_ids(obj)
+        super().delete_model(request, obj)
+        services.audit(
+            f"{request.user.get_username()} deleted {obj._meta.verbose_name} {obj.pk} in the admin",
+            user=request.user,
+            **{k: v for k, v in ids.items() if k == "session_id"},
+        )
+
+    def audit_ids(self, obj) -> dict:
+        return {}
+
+
+class ControlledAgentAdmin(ThroughServicesAdmin, AgentAdmin):
     actions = [start_agents, stop_agents]
+    update = staticmethod(services.update_agent)
+
+    def audit_ids(self, obj) -> dict:
+        return {"agent_id": obj.pk}
 
 
-class ControlledTradingSessionAdmin(ControlRequiredAdmin, TradingSessionAdmin):
-    pass
+class ControlledTradingSessionAdmin(ThroughServicesAdmin, TradingSessionAdmin):
+    update = staticmethod(services.update_session)
+
+    def audit_ids(self, obj) -> dict:
+        return {"session_id": obj.pk}
 
 
 for model, model_admin in ((Agent, ControlledAgentAdmin), (TradingSession, ControlledTradingSessionAdmin)):

@@ -5,7 +5,8 @@ on several machines at once: every write is conditional on the run_id (and statu
 read, so two reconcilers never start two incarnations.
 
 Observed status is written here only when the loop itself cannot (it is gone, or it
-does not answer); desired state is never touched.
+does not answer); desired state is never touched. The writes themselves (and the flag
+format) are agents.runtime.lifecycle's; this module decides when to make them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent, LogEntry
-from agents.runtime import flags, keys
+from agents.runtime import keys, lifecycle
 from agents.runtime.lease import Lease
 from agents.runtime.redis import get_redis
 from agents.runtime.staleness import NOT_LIVE, beat_time, stale_for
@@ -94,10 +95,7 @@ def _reconcile_kind(kind: _Kind, client, grace: float, report: ReconcileReport) 
     # read every lease in the same pipeline.
     pipe = client.pipeline(transaction=False)
     for rid, desired, _status, run_id, _changed, rev in rows:
-        pipe.hset(
-            keys.flags(kind.name, rid),
-            mapping={"desired": desired, "run_id": run_id, "config_rev": "" if rev is None else str(rev)},
-        )
+        lifecycle.queue_flags(pipe, kind.name, rid, desired, run_id, rev)
     for rid, *_ in rows:
         pipe.get(keys.lease(kind.name, rid))
     out = pipe.execute()
@@ -116,23 +114,20 @@ def _reconcile_kind(kind: _Kind, client, grace: float, report: ReconcileReport) 
                 report.restarted.append(label + rid)
         elif status in LIVE_STATUSES:
             if holder is None:
-                if _mark(kind, rid, run_id, status, Status.STOPPED, ""):
+                if lifecycle.mark_status(kind.model, rid, run_id, status, Status.STOPPED, ""):
                     report.marked_stopped.append(label + rid)
             elif status == Status.STOPPING and age >= settings.STOP_GRACE_SECONDS:
                 if _fence(kind, client, rid, holder, run_id, age):
                     report.fenced.append(label + rid)
             elif status != Status.STOPPING:
-                if _mark(kind, rid, run_id, status, Status.STOPPING, None):
-                    flags.wake(kind.name, rid, client=client)
+                if lifecycle.mark_status(kind.model, rid, run_id, status, Status.STOPPING):
+                    lifecycle.wake(kind.name, rid, client=client)
 
 
 def _relaunch(kind: _Kind, rid: str, status: str, run_id: str, desired: str, rev: int | None) -> bool:
     new_run = uuid.uuid4().hex
     with transaction.atomic():
-        changed = kind.model.objects.filter(pk=rid, run_id=run_id, status=status).update(
-            run_id=new_run, status=Status.STARTING, status_changed_at=timezone.now(), task_id=""
-        )
-        if not changed:
+        if not lifecycle.claim_relaunch(kind.model, rid, status, run_id, new_run):
             return False  # someone else (a person, another reconciler) got there first
         LogEntry.objects.create(
             level=30,
@@ -144,13 +139,6 @@ def _relaunch(kind: _Kind, rid: str, status: str, run_id: str, desired: str, rev
     return True
 
 
-def _mark(kind: _Kind, rid: str, run_id: str, old: str, new: str, error: str | None) -> bool:
-    fields = {"status": new, "status_changed_at": timezone.now()}
-    if error is not None:
-        fields["error_message"] = error
-    return bool(kind.model.objects.filter(pk=rid, run_id=run_id, status=old).update(**fields))
-
-
 def _fence(kind: _Kind, client, rid: str, holder: str, run_id: str, age: float) -> bool:
     """A loop that did not confirm its stop: supersede its run so it can no longer write."""
     fenced_run = uuid.uuid4().hex
@@ -159,15 +147,12 @@ def _fence(kind: _Kind, client, rid: str, holder: str, run_id: str, age: float) 
         f"it was fenced (run {holder[:8]} can no longer write)"
     )
     with transaction.atomic():
-        changed = kind.model.objects.filter(pk=rid, run_id=run_id, status=Status.STOPPING).update(
-            run_id=fenced_run, status=Status.STOPPED, status_changed_at=timezone.now(), error_message=message
-        )
-        if not changed:
+        if not lifecycle.fence(kind.model, rid, run_id, fenced_run, message):
             return False
         LogEntry.objects.create(level=40, source="reconciler", message=message, **kind.log_fields(rid))
     # Drop its lease (only if it is still that loop's) so its next tick finds itself fenced.
     Lease(client, keys.lease(kind.name, rid), holder, 0).release()
-    flags.write(kind.name, rid, Desired.STOPPED, fenced_run, client=client)
+    lifecycle.write_flags(kind.name, rid, Desired.STOPPED, fenced_run, client=client)
     return True
 
 

@@ -1,9 +1,9 @@
-"""THE one place that changes desired state.
+"""THE one place that changes desired state, and what a person edits on a runnable.
 
 Views, the JSON API, management commands, the admin and the reconciler call these
 functions; none of them changes state on its own. Each change is a conditional update
-inside a transaction, with an audit LogEntry, and its side effects on Redis and Celery
-(flags, wake-up, task) run only after the transaction commits.
+(agents.runtime.lifecycle) inside a transaction, with an audit LogEntry, and its side
+effects on Redis and Celery (flags, wake-up, task) run only after the transaction commits.
 """
 
 from __future__ import annotations
@@ -15,17 +15,18 @@ from typing import Any
 
 import redis
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agents.graph import upstream_first
+from agents.graph import inputs_refusal, upstream_first
 from agents.kinds import ConfigError, UnknownKind, validate_config
 from agents.models import Agent, LogEntry
 from agents.net.redact import redact_text, redact_url
-from agents.runtime import flags, keys
+from agents.runtime import keys, lifecycle
 from agents.runtime.redis import get_redis
-from agents.states import LIVE_STATUSES, Desired, Status
+from agents.states import LIVE_STATUSES, Desired
 from control import transitions
 from control.errors import DependencyDown, InvalidInput, NotFound, TransitionRefused
 from sessions.forms import SessionCreateForm, unique_session_id
@@ -93,58 +94,36 @@ def desired_after_start(row) -> str:
 
 def _claim_start(row, run_id: str, name: str, **extra: Any) -> str:
     """Desired running (or still paused), status `starting`, a new run_id: conditional on
-    the status and run read under the row lock, so a concurrent change makes this a
-    refusal, not a twin. Returns the desired state written."""
+    the status and run read under the row lock (lifecycle.claim_start), so a concurrent
+    change makes this a refusal, not a twin. Returns the desired state written."""
     desired = desired_after_start(row)
-    changed = (
-        type(row)
-        .objects.filter(pk=row.pk, status=row.status, run_id=row.run_id)
-        .update(
-            desired_state=desired,
-            status=Status.STARTING,
-            status_changed_at=timezone.now(),
-            run_id=run_id,
-            task_id="",
-            error_message="",
-            **extra,
-        )
-    )
-    if not changed:
+    if not lifecycle.claim_start(row, run_id, desired, **extra):
         raise TransitionRefused(f"{name} changed while starting it; try again.", code="conflict")
     return desired
-
-
-def _mark_stopping(row) -> None:
-    """Desired stopped; `stopping` while a loop may be alive (it confirms), else `stopped`."""
-    type(row).objects.filter(pk=row.pk, run_id=row.run_id).update(
-        desired_state=Desired.STOPPED,
-        status=Status.STOPPING if row.status in LIVE_STATUSES else Status.STOPPED,
-        status_changed_at=timezone.now(),
-    )
 
 
 def launch_agent(agent_id: str, run_id: str, desired: str = Desired.RUNNING, config_version: int = 1) -> None:
     """Mirror the flags to Redis and send the loop's task (after commit)."""
     from agents.tasks import run_agent
 
-    flags.write("agent", agent_id, desired, run_id, str(config_version))
+    lifecycle.write_flags("agent", agent_id, desired, run_id, str(config_version))
     result = run_agent.apply_async((agent_id, run_id), queue=settings.LOOP_QUEUE)
-    Agent.objects.filter(pk=agent_id, run_id=run_id).update(task_id=result.id)
+    lifecycle.record_task(Agent, agent_id, run_id, result.id)
 
 
 def launch_session(session_id: str, run_id: str, desired: str) -> None:
     """Mirror the flags to Redis and send the session loop's task (after commit)."""
     from sessions.tasks import run_session
 
-    flags.write("session", session_id, desired, run_id)
+    lifecycle.write_flags("session", session_id, desired, run_id)
     result = run_session.apply_async((session_id, run_id), queue=settings.LOOP_QUEUE)
-    TradingSession.objects.filter(pk=session_id, run_id=run_id).update(task_id=result.id)
+    lifecycle.record_task(TradingSession, session_id, run_id, result.id)
 
 
 def _after_stop(agent_id: str, run_id: str, task_id: str, kind: str = "agent") -> None:
     from celery import current_app
 
-    flags.write(kind, agent_id, Desired.STOPPED, run_id)
+    lifecycle.write_flags(kind, agent_id, Desired.STOPPED, run_id)
     if task_id:
         # Plain revoke: discards the task if it is still queued. Never terminate=True,
         # which kills the worker process and every other loop in it.
@@ -175,7 +154,7 @@ def stop_agent(agent_id: str, *, user=None) -> Agent:
     with transaction.atomic():
         agent = _get_agent_for_update(agent_id)
         transitions.check_agent("stop", agent)
-        _mark_stopping(agent)
+        lifecycle.request_stop(agent)
         audit(f"{_who(user)} stopped agent {agent_id}", user=user, agent_id=agent_id)
         run_id, task_id = agent.run_id, agent.task_id
         transaction.on_commit(lambda: _after_stop(agent_id, run_id, task_id))
@@ -183,35 +162,213 @@ def stop_agent(agent_id: str, *, user=None) -> Agent:
     return agent
 
 
-def update_agent_config(agent_id: str, config: Any, *, user=None) -> Agent:
-    """Validate `config` with the agent's kind and store it; a running loop reloads it."""
+@dataclass
+class Update:
+    """What an edit did: the row after it, the fields that changed, and a sentence for
+    the person when the change waits for a restart ("" when it applies at once)."""
+
+    row: Any
+    changed: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+# What a person may edit on an agent. A running loop reloads (rebuilds its kind from the
+# row: config, symbols, inputs) when config_version moves (agents.runtime.loop).
+AGENT_EDITABLE = (
+    "name",
+    "kind",
+    "role",
+    "enabled",
+    "symbols",
+    "config",
+    "inputs_from",
+    "position_x",
+    "position_y",
+)
+AGENT_RELOADED = ("kind", "config", "symbols", "inputs_from")
+
+# What a person may edit on a session. Its loop reads the risk and fill rules from the
+# row as it trades; the symbols and agents it follows are read when it starts.
+SESSION_EDITABLE = (
+    "name",
+    "symbols",
+    "decision_agent",
+    "execution_agent",
+    "archived",
+    "max_position_weight",
+    "max_orders_per_minute",
+    "flatten_on_stop",
+    "fee_bps",
+    "slippage_bps",
+    "slippage_size_scaled",
+    "slippage_size_reference",
+)
+SESSION_NEEDS_RESTART = ("symbols", "decision_agent", "execution_agent")
+
+
+def update_agent(agent_id: str, changes: dict[str, Any], *, user=None) -> Update:
+    """Validate and store a person's edit of an agent (the API and the admin): only the
+    fields that changed are written, the change is audited, and a running loop reloads
+    (config_version moves and the flags carry it)."""
+    if not isinstance(changes, dict):
+        raise InvalidInput("The changes must be a JSON object.", code="invalid")
     with transaction.atomic():
         agent = _get_agent_for_update(agent_id)
+        updates, inputs = _validated_agent_changes(agent, changes)
+        changed = sorted([*updates, *(["inputs_from"] if inputs is not None else [])])
+        if not changed:
+            return Update(agent)
+        if any(name in AGENT_RELOADED for name in changed):
+            updates["config_version"] = F("config_version") + 1
+        Agent.objects.filter(pk=agent_id).update(**updates, updated_at=timezone.now())
+        if inputs is not None:
+            agent.inputs_from.set(inputs)
+        what = "the config" if changed == ["config"] else ", ".join(changed)
+        audit(f"{_who(user)} changed {what} of agent {agent_id}", user=user, agent_id=agent_id)
+        agent.refresh_from_db()
+        _mirror_on_commit("agent", agent_id, agent.desired_state, agent.run_id, str(agent.config_version))
+    return Update(agent, changed)
+
+
+def update_agent_config(agent_id: str, config: Any, *, user=None) -> Agent:
+    """Validate `config` with the agent's kind and store it; a running loop reloads it."""
+    return update_agent(agent_id, {"config": config}, user=user).row
+
+
+def _validated_agent_changes(
+    agent: Agent, changes: dict[str, Any]
+) -> tuple[dict[str, Any], list[str] | None]:
+    """The concrete fields that differ from the row, and the new inputs (None: unchanged);
+    InvalidInput naming every bad field, before anything is written."""
+    errors = [
+        {"field": f, "reason": "This field cannot be changed here."}
+        for f in changes
+        if f not in AGENT_EDITABLE
+    ]
+    if errors:
+        raise _invalid(f"Agent {agent.agent_id}", errors)
+    kind = changes.get("kind", agent.kind)
+    if "config" in changes or "kind" in changes:
         try:
-            validated = validate_config(agent.kind, config, strict=True)
+            config = validate_config(kind, changes.get("config", agent.config), strict=True)
         except ConfigError as exc:
             raise InvalidInput(
-                f"The config for agent {agent_id} is invalid: {exc}.",
+                f"The config for agent {agent.agent_id} is invalid: {exc}.",
                 code="invalid_config",
                 errors=[{"field": f, "reason": r} for f, r in exc.errors],
             ) from None
         except UnknownKind as exc:
             raise InvalidInput(str(exc), code="unknown_kind") from None
-        Agent.objects.filter(pk=agent_id).update(
-            config=validated.model_dump(mode="json"), config_version=F("config_version") + 1
+        changes = {**changes, "config": config.model_dump(mode="json")}
+        if kind == agent.kind and changes["config"] == _normalized_config(agent):
+            changes["config"] = agent.config  # the same settings, spelled out: no change
+    updates = {
+        name: value
+        for name, value in changes.items()
+        if name != "inputs_from" and getattr(agent, name) != value
+    }
+    inputs = None
+    if "inputs_from" in changes:
+        inputs = sorted({getattr(a, "pk", a) for a in changes["inputs_from"] or []})
+        current = sorted(agent.inputs_from.values_list("agent_id", flat=True))
+        missing = sorted(set(inputs) - set(Agent.objects.filter(pk__in=inputs).values_list("pk", flat=True)))
+        refusal = (
+            f"There is no agent with id {missing[0]!r}."
+            if missing
+            else inputs_refusal(agent.agent_id, inputs)
         )
-        audit(f"{_who(user)} changed the config of agent {agent_id}", user=user, agent_id=agent_id)
-    agent.refresh_from_db()
-    desired, run_id, version = agent.desired_state, agent.run_id, agent.config_version
+        if refusal:
+            raise _invalid(f"Agent {agent.agent_id}", [{"field": "inputs_from", "reason": refusal}])
+        if inputs == current:
+            inputs = None
+    _full_clean(agent, updates, f"Agent {agent.agent_id}")
+    return updates, inputs
+
+
+def _normalized_config(agent: Agent) -> Any:
+    """The stored config with its kind's defaults filled in (None if it no longer parses)."""
+    try:
+        return validate_config(agent.kind, agent.config).model_dump(mode="json")
+    except (ConfigError, UnknownKind):
+        return None
+
+
+def update_session(session_id: str, changes: dict[str, Any], *, user=None) -> Update:
+    """Validate and store a person's edit of a session (the admin): only the fields that
+    changed, audited, and the loop woken. A running session applies its risk and fill
+    rules at once; new symbols or agents wait for a restart, and the note says so."""
+    if not isinstance(changes, dict):
+        raise InvalidInput("The changes must be a JSON object.", code="invalid")
+    with transaction.atomic():
+        session = _get_session_for_update(session_id)
+        errors = [
+            {"field": f, "reason": "This field cannot be changed here."}
+            for f in changes
+            if f not in SESSION_EDITABLE
+        ]
+        if errors:
+            raise _invalid(f"Session {session_id}", errors)
+        updates: dict[str, Any] = {}
+        for name, value in changes.items():
+            column = TradingSession._meta.get_field(name).attname
+            value = getattr(value, "pk", value)
+            if getattr(session, column) != value:
+                updates[column] = value
+        if not updates:
+            return Update(session)
+        _full_clean(session, updates, f"Session {session_id}")
+        TradingSession.objects.filter(pk=session_id).update(**updates, updated_at=timezone.now())
+        changed = sorted(TradingSession._meta.get_field(c.removesuffix("_id")).name for c in updates)
+        audit(
+            f"{_who(user)} changed {', '.join(changed)} of session {session_id}",
+            user=user,
+            session_id=session_id,
+        )
+        session.refresh_from_db()
+        _mirror_on_commit("session", session_id, session.desired_state, session.run_id, "")
+    waiting = [name for name in changed if name in SESSION_NEEDS_RESTART]
+    note = ""
+    if waiting and session.status in LIVE_STATUSES:
+        note = (
+            f"Session {session_id} is {session.status}: the change to {', '.join(waiting)} "
+            "applies when it is stopped and started again."
+        )
+    return Update(session, changed, note)
+
+
+def _full_clean(row, updates: dict[str, Any], name: str) -> None:
+    """The model's own validators over the changed fields (on a copy: the row is kept)."""
+    if not updates:
+        return
+    candidate = type(row).objects.get(pk=row.pk)
+    for column, value in updates.items():
+        setattr(candidate, column, value)
+    names = {type(row)._meta.get_field(c.removesuffix("_id")).name for c in updates}
+    exclude = [f.name for f in type(row)._meta.fields if f.name not in names]
+    try:
+        candidate.full_clean(exclude=exclude, validate_unique=False, validate_constraints=False)
+    except ValidationError as exc:
+        raise _invalid(
+            name,
+            [{"field": f, "reason": " ".join(str(m) for m in msgs)} for f, msgs in exc.message_dict.items()],
+        ) from None
+
+
+def _invalid(name: str, errors: list[dict[str, str]]) -> InvalidInput:
+    summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors)
+    return InvalidInput(f"{name} was not changed: {summary}", code="invalid", errors=errors)
+
+
+def _mirror_on_commit(kind: str, rid: str, desired: str, run_id: str, config_rev: str) -> None:
+    """After the commit, the flags carry the row (a new config_rev makes a loop reload)."""
 
     def mirror() -> None:
         try:
-            flags.write("agent", agent_id, desired, run_id, str(version))
+            lifecycle.write_flags(kind, rid, desired, run_id, config_rev)
         except redis.RedisError:
             pass  # the reconciler rewrites flags; the loop reloads then
 
     transaction.on_commit(mirror)
-    return agent
 
 
 def reset_agent_metrics(agent_id: str, *, user=None) -> Agent:
@@ -366,7 +523,7 @@ def stop_session(session_id: str, *, user=None) -> TradingSession:
     with transaction.atomic():
         session = _get_session_for_update(session_id)
         transitions.check_session("stop", session)
-        _mark_stopping(session)
+        lifecycle.request_stop(session)
         audit(f"{_who(user)} stopped session {session_id}", user=user, session_id=session_id)
         run_id, task_id = session.run_id, session.task_id
         transaction.on_commit(lambda: _after_stop(session_id, run_id, task_id, kind="session"))
@@ -391,18 +548,11 @@ def _set_session_desired(session_id: str, action: str, desired: str, user) -> Tr
     with transaction.atomic():
         session = _get_session_for_update(session_id)
         transitions.check_session(action, session)
-        TradingSession.objects.filter(pk=session_id, run_id=session.run_id).update(desired_state=desired)
+        lifecycle.set_desired(session, desired)
         verb = {"pause": "paused", "resume": "resumed"}[action]
         audit(f"{_who(user)} {verb} session {session_id}", user=user, session_id=session_id)
-        run_id = session.run_id
-
-        def mirror() -> None:
-            try:
-                flags.write("session", session_id, desired, run_id)
-            except redis.RedisError:
-                pass  # the loop falls back to the database; the reconciler rewrites flags
-
-        transaction.on_commit(mirror)
+        # (Redis down after the commit: the loop falls back to the database.)
+        _mirror_on_commit("session", session_id, desired, session.run_id, "")
     session.refresh_from_db()
     return session
 

@@ -30,13 +30,7 @@ SOURCE_LOOKBACK = 50  # newest entries looked at to tell where a producer's pric
 def market_producers(session: TradingSession) -> list[str]:
     """The agents whose streams price this session: its execution agent's inputs (the
     same producers the session loop reads its prices from)."""
-    if not session.execution_agent_id:
-        return []
-    return sorted(
-        Agent.objects.filter(outputs_to__agent_id=session.execution_agent_id).values_list(
-            "agent_id", flat=True
-        )
-    )
+    return list(session.market_agents().values_list("agent_id", flat=True))
 
 
 def producers_simulated(producers: list[str]) -> bool:

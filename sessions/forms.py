@@ -146,7 +146,7 @@ class SessionCreateForm(forms.ModelForm):
 
 def _priced_symbols(execution: Agent) -> set[str]:
     symbols: set[str] = set()
-    for agent in execution.inputs_from.all():
+    for agent in TradingSession.market_agents_of(execution.agent_id):
         symbols.update(stored_symbols(agent.symbols))
     return symbols
 

@@ -16,7 +16,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from agents.models import RunnableState
+from agents.models import Agent, RunnableState
 from agents.states import Status
 from agents.validators import (
     MAX_ORDERS_PER_MINUTE,
@@ -135,6 +135,18 @@ class TradingSession(RunnableState):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.session_id})"
+
+    def market_agents(self) -> models.QuerySet[Agent]:
+        """The agents whose streams price this session: its execution agent's market
+        inputs, whose bars the session loop reads its prices from (and the page charts)."""
+        return self.market_agents_of(self.execution_agent_id)
+
+    @staticmethod
+    def market_agents_of(execution_agent_id: str | None) -> models.QuerySet[Agent]:
+        """market_agents() for a session that would use this execution agent (a form)."""
+        if not execution_agent_id:
+            return Agent.objects.none()
+        return Agent.objects.filter(outputs_to__agent_id=execution_agent_id).order_by("agent_id")
 
     def save(self, *args, **kwargs) -> None:
         # Creation only: later changes to cash go through the broker's conditional updates.

@@ -112,9 +112,7 @@ class SessionLoop(Loop):
         self.symbols = list(row.symbols or [])
         self._decision_id = row.decision_agent_id or ""
         self._execution_id = row.execution_agent_id or ""
-        markets = list(
-            Agent.objects.filter(outputs_to__agent_id=self._execution_id).values_list("agent_id", flat=True)
-        )
+        markets = list(row.market_agents().values_list("agent_id", flat=True))
         producers = sorted({self._decision_id, *markets} - {""})
         self._reader = InputReader(self.client, self.session_id, producers, consumer_kind="session")
         self._resend_unsent()

@@ -18,7 +18,7 @@ from django.contrib.auth.models import Permission
 from django.db import connection
 
 from agents.models import Agent
-from agents.runtime import flags, keys
+from agents.runtime import keys, lifecycle
 from agents.runtime.redis import get_redis
 from agents.states import Desired
 
@@ -235,7 +235,7 @@ def stop_all_loops(timeout: float = 15.0) -> None:
     # Sessions first: a stopping session may still hand orders to its execution agent.
     for model, kind in ((TradingSession, "session"), (Agent, "agent")):
         for rid, run_id in model.objects.values_list("pk", "run_id"):
-            flags.write(kind, rid, Desired.STOPPED, run_id)
+            lifecycle.write_flags(kind, rid, Desired.STOPPED, run_id)
         model.objects.update(desired_state=Desired.STOPPED)
     wait_for(
         lambda: not list(client.scan_iter(match=f"{settings.REDIS_PREFIX}lease:*", count=1000)),

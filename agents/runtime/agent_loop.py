@@ -38,6 +38,9 @@ class AgentLoop(Loop):
         return self._log
 
     def setup(self, row: Agent) -> None:
+        # Also the reload (Loop.reload: teardown, then setup from the row read again) when
+        # config_version moves: kind, config, symbols and inputs are all read here, and
+        # the input cursors stay in Redis, so an edit applies in the same run.
         kind = get_kind(row.kind)
         config = validate_config(row.kind, row.config)
         self.tick_seconds = config.tick_seconds

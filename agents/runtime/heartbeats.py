@@ -22,10 +22,9 @@ from django.conf import settings
 from django.db import DatabaseError, connections, models, transaction
 from django.utils import timezone
 
-from agents.runtime import keys
+from agents.runtime import keys, lifecycle
 from agents.runtime.loop_set import LoopSet
 from agents.runtime.redis import get_redis
-from agents.states import Status
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +40,6 @@ class Beating(Protocol):
     def heartbeat_fields(self) -> dict[str, Any]: ...
 
     def flush(self) -> None: ...
-
-
-ENDED = (Status.STOPPED, Status.ERROR)
 
 
 def register(loop: Beating) -> None:
@@ -68,8 +64,7 @@ def write_all() -> int:
             if snapshot:
                 fields["metrics"] = {**numbers(snapshot), **fields.get("metrics", {}), **_waiting(loop)}
             # A row that says stopped or error has no live loop, whatever its run says.
-            rows = loop.model.objects.filter(pk=loop.rid, run_id=loop.run_id)
-            if rows.exclude(status__in=ENDED).update(**fields):
+            if lifecycle.loop_heartbeat(loop.model, loop.rid, loop.run_id, fields):
                 written += 1
             else:
                 loop.db_superseded = True

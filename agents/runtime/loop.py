@@ -33,9 +33,8 @@ from typing import Any, ClassVar
 import redis
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, models, transaction
-from django.utils import timezone
 
-from agents.runtime import flags, heartbeats, keys, wakeups, watchdog
+from agents.runtime import heartbeats, keys, lifecycle, wakeups, watchdog
 from agents.runtime.lease import Fenced, Lease
 from agents.runtime.outage import DATABASE, Outage, outage_of
 from agents.runtime.redis import get_redis
@@ -495,7 +494,7 @@ class Loop:
         (agents.runtime.staleness), one that stopped ticking without ending is."""
         try:
             self.lease.release(keys.heartbeat(self.kind, self.rid))
-            flags.wake(self.kind, self.rid, self.client)
+            lifecycle.wake(self.kind, self.rid, self.client)
         except redis.RedisError:
             pass  # it expires on its own
 
@@ -522,14 +521,14 @@ class Loop:
         return Control(row["desired_state"], row["run_id"])
 
     def _set_status(self, status: str, error: str | None = None) -> bool:
-        """Write the observed status, only while this run is current."""
-        fields: dict[str, Any] = {"status": status, "status_changed_at": timezone.now()}
-        if error is not None:
-            fields["error_message"] = error
-        if status in (Status.RUNNING, Status.PAUSED):
-            fields["last_heartbeat"] = timezone.now()
-        fields.update(self.status_fields(status))
-        written = bool(self.model.objects.filter(pk=self.rid, run_id=self.run_id).update(**fields))
-        if written:
-            flags.announce(self.kind, self.rid, self.client)
-        return written
+        """Write the observed status, only while this run is current (agents.runtime.lifecycle)."""
+        return lifecycle.loop_status(
+            self.model,
+            self.rid,
+            self.run_id,
+            status,
+            error,
+            self.status_fields(status),
+            kind=self.kind,
+            client=self.client,
+        )

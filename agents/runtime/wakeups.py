@@ -2,7 +2,7 @@
 
 A loop waits for its next tick on its own Event, so the wait ends exactly on time (a
 BLPOP's timeout is rounded to Redis's 100 ms clock) and costs no Redis connection. A
-person's stop/pause/resume publishes "<kind>:<id>" on one channel (agents.runtime.flags);
+person's stop/pause/resume publishes "<kind>:<id>" on one channel (agents.runtime.lifecycle);
 this process's listener thread sets the Events of the loops it names. A wake-up that is
 lost (the subscription was down) only delays the change to the loop's next tick, when it
 reads its flags anyway; after a reconnect every loop is woken to look at once.

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import IntegrityError, InterfaceError, OperationalError, ProgrammingError, connection
 
 from agents.models import Agent
-from agents.runtime import flags, keys
+from agents.runtime import keys, lifecycle
 from agents.runtime.agent_loop import AgentLoop
 from agents.runtime.outage import outage_of
 from agents.states import Desired, Status
@@ -26,7 +26,7 @@ def run_loop(transactional_db):
         Agent.objects.filter(pk=agent_id).update(
             desired_state=Desired.RUNNING, status=Status.STARTING, run_id=run_id
         )
-        flags.write("agent", agent_id, Desired.RUNNING, run_id, "1")
+        lifecycle.write_flags("agent", agent_id, Desired.RUNNING, run_id, "1")
         outcome: dict = {}
 
         def target():
@@ -42,7 +42,7 @@ def run_loop(transactional_db):
     yield start
     for thread, agent_id in threads:
         Agent.objects.filter(pk=agent_id).update(desired_state=Desired.STOPPED)
-        flags.write("agent", agent_id, Desired.STOPPED, "")
+        lifecycle.write_flags("agent", agent_id, Desired.STOPPED, "")
         thread.join(timeout=10)
 
 
@@ -57,7 +57,7 @@ def test_missing_flags_fall_back_to_the_database(make_agent, run_loop, redis_cli
     redis_client.delete(keys.flags("agent", agent.agent_id))
     # Only the database says stop; the wake-up makes the loop look now.
     Agent.objects.filter(pk=agent.pk).update(desired_state=Desired.STOPPED)
-    flags.wake("agent", agent.agent_id)
+    lifecycle.wake("agent", agent.agent_id)
     outcome["thread"].join(timeout=5)
     assert outcome["reason"] == "stop requested"
     assert Agent.objects.get(pk=agent.pk).status == Status.STOPPED

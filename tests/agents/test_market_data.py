@@ -15,7 +15,7 @@ from agents.kinds import ConfigError, validate_config
 from agents.kinds.base import StepContext
 from agents.kinds.market_data import MarketData
 from agents.models import Agent
-from agents.runtime import flags, keys
+from agents.runtime import keys, lifecycle
 from agents.states import Desired
 from tests.agents.test_loop import run_loop  # noqa: F401 (a fixture, used by name)
 from tests.conftest import wait_for
@@ -487,7 +487,7 @@ def test_a_loop_restart_resumes_every_symbol_from_its_last_close(
     outcome = run_loop(agent.agent_id, "run-1")
     wait_for(lambda: len(_bars_after(redis_client, agent.agent_id)) >= 3 * len(symbols), what="bars")
     Agent.objects.filter(pk=agent.pk).update(desired_state=Desired.STOPPED)
-    flags.write("agent", agent.agent_id, Desired.STOPPED, "run-1", "1")
+    lifecycle.write_flags("agent", agent.agent_id, Desired.STOPPED, "run-1", "1")
     outcome["thread"].join(timeout=10)
     assert outcome["reason"] == "stop requested"
 

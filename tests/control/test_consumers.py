@@ -121,9 +121,9 @@ def test_programs_get_json_events(operator, make_agent):
 
 
 def test_an_announced_change_is_pushed_at_once_not_at_the_next_poll(operator, make_agent, monkeypatch):
-    """The hub also listens for state-change announcements (agents.runtime.flags): with the
+    """The hub also listens for state-change announcements (agents.runtime.lifecycle): with the
     poll 30 s apart, the change still arrives within the deadline."""
-    from agents.runtime import flags
+    from agents.runtime import lifecycle
     from control import live
 
     monkeypatch.setattr(live, "SWEEP_SECONDS", 30.0)
@@ -137,7 +137,7 @@ def test_an_announced_change_is_pushed_at_once_not_at_the_next_poll(operator, ma
         # Announced until heard (the watcher may still be subscribing), within 5 s.
         card = None
         for _ in range(10):
-            await sync_to_async(flags.announce)("agent", "feed")
+            await sync_to_async(lifecycle.announce)("agent", "feed")
             try:
                 card = await receive_until(ws, lambda m: m.startswith('<article id="agent-feed"'), 0.5)
                 break

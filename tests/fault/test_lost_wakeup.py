@@ -15,7 +15,7 @@ import time
 import pytest
 
 from agents.models import Agent
-from agents.runtime import flags, keys
+from agents.runtime import keys, lifecycle
 from agents.runtime.redis import get_redis
 from agents.states import Status
 from control import services
@@ -29,7 +29,7 @@ MARGIN = 1.5
 
 
 def mirror_without_waking(kind: str, rid: str, desired: str, run_id: str, config_rev: str = "", client=None):
-    """What flags.write does, minus every way of waking the loop: only the HSET."""
+    """What lifecycle.write_flags does, minus every way of waking the loop: only the HSET."""
     (client or get_redis()).hset(
         keys.flags(kind, rid), mapping={"desired": desired, "run_id": run_id, "config_rev": config_rev}
     )
@@ -77,8 +77,8 @@ def test_pause_resume_and_stop_take_effect_within_one_tick_without_a_wake_up(
 
     wait_for(lambda: session_is(Status.RUNNING)() and agent_is(Status.RUNNING)(), what="both loops running")
 
-    monkeypatch.setattr(flags, "write", mirror_without_waking)
-    monkeypatch.setattr(flags, "wake", lambda *args, **kwargs: None)
+    monkeypatch.setattr(lifecycle, "write_flags", mirror_without_waking)
+    monkeypatch.setattr(lifecycle, "wake", lambda *args, **kwargs: None)
     delays = {
         "pause": confirmed_within("paused", lambda: services.pause_session("lw"), session_is(Status.PAUSED)),
         "resume": confirmed_within(

@@ -17,7 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from agents.models import Agent
-from agents.runtime import flags, keys
+from agents.runtime import keys, lifecycle
 from agents.runtime.agent_loop import AgentLoop
 from agents.runtime.redis import get_redis
 from agents.states import Desired, Status
@@ -113,7 +113,7 @@ def test_a_loop_survives_a_redis_restart_and_takes_its_lease_back(
     Agent.objects.filter(pk=agent.pk).update(
         desired_state=Desired.RUNNING, status=Status.STARTING, run_id="run-1"
     )
-    flags.write("agent", agent.agent_id, Desired.RUNNING, "run-1", "1")
+    lifecycle.write_flags("agent", agent.agent_id, Desired.RUNNING, "run-1", "1")
     outcome: dict = {}
 
     def target():
@@ -148,7 +148,7 @@ def test_a_loop_survives_a_redis_restart_and_takes_its_lease_back(
         assert thread.is_alive()
     finally:
         Agent.objects.filter(pk=agent.pk).update(desired_state=Desired.STOPPED)
-        flags.write("agent", agent.agent_id, Desired.STOPPED, "run-1")
+        lifecycle.write_flags("agent", agent.agent_id, Desired.STOPPED, "run-1")
         thread.join(timeout=15)
     assert outcome["reason"] == "stop requested"
 

@@ -62,3 +62,26 @@ def test_orders_and_fills_can_be_read_but_not_changed(admin_client, make_session
     response = admin_client.post(f"/admin/trading_sessions/fill/{outcome.fill.pk}/delete/", {"post": "yes"})
     assert response.status_code == 403
     assert Fill.objects.count() == 1 and Order.objects.count() == 1
+
+
+def test_a_session_edit_in_the_admin_is_audited_and_says_when_it_needs_a_restart(
+    admin_client, admin_user, make_session, make_agent
+):
+    from agents.models import LogEntry
+
+    make_agent("decider", kind="decision", role="decision", symbols=["BTC-USD", "ETH-USD"])
+    session = make_session()  # running
+    response = admin_client.post(
+        f"/admin/trading_sessions/tradingsession/{session.pk}/change/",
+        form_data(session, decision_agent="decider", max_orders_per_minute="3"),
+        follow=True,
+    )
+    assert response.status_code == 200
+    entry = LogEntry.objects.get(session_id=session.pk, source="control")
+    assert entry.user == admin_user
+    assert entry.message == "admin changed decision_agent, max_orders_per_minute of session alpha"
+    assert (
+        "Session alpha is running: the change to decision_agent applies when it is stopped and started again."
+        in response.content.decode()
+    )
+    assert TradingSession.objects.get(pk=session.pk).max_orders_per_minute == 3

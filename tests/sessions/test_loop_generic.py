@@ -4,7 +4,7 @@ import threading
 
 from django.db import connection
 
-from agents.runtime import flags
+from agents.runtime import lifecycle
 from agents.runtime.loop import Loop
 from agents.states import Desired, Status
 from sessions.models import TradingSession
@@ -28,7 +28,7 @@ def test_the_base_loop_runs_a_session_row_and_stops_it(make_session, transaction
     TradingSession.objects.filter(pk=session.pk).update(
         desired_state=Desired.RUNNING, status=Status.STARTING, run_id="run-1"
     )
-    flags.write("session", session.pk, Desired.RUNNING, "run-1")
+    lifecycle.write_flags("session", session.pk, Desired.RUNNING, "run-1")
     loop = CountingSessionLoop(session.pk, "run-1")
     outcome: dict = {}
 
@@ -41,7 +41,7 @@ def test_the_base_loop_runs_a_session_row_and_stops_it(make_session, transaction
     wait_for(lambda: TradingSession.objects.get(pk=session.pk).status == Status.RUNNING)
     wait_for(lambda: TradingSession.objects.get(pk=session.pk).last_heartbeat is not None)
     TradingSession.objects.filter(pk=session.pk).update(desired_state=Desired.STOPPED)
-    flags.write("session", session.pk, Desired.STOPPED, "run-1")
+    lifecycle.write_flags("session", session.pk, Desired.STOPPED, "run-1")
     thread.join(timeout=10)
     assert outcome["reason"] == "stop requested"
     assert loop.steps >= 1

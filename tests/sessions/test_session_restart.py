@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 
 from agents.models import LogEntry
-from agents.runtime import flags
+from agents.runtime import lifecycle
 from agents.states import Desired, Status
 from sessions import broker
 from sessions.models import EquityPoint, Position, TradingSession
@@ -32,7 +32,7 @@ def run_session(transactional_db, settings):
         TradingSession.objects.filter(pk=session_id).update(
             desired_state=Desired.RUNNING, status=Status.STARTING, run_id=run_id
         )
-        flags.write("session", session_id, Desired.RUNNING, run_id, "")
+        lifecycle.write_flags("session", session_id, Desired.RUNNING, run_id, "")
         outcome: dict = {}
 
         def target() -> None:
@@ -50,7 +50,7 @@ def run_session(transactional_db, settings):
     yield start
     for thread, session_id in threads:
         TradingSession.objects.filter(pk=session_id).update(desired_state=Desired.STOPPED)
-        flags.write("session", session_id, Desired.STOPPED, "")
+        lifecycle.write_flags("session", session_id, Desired.STOPPED, "")
         thread.join(timeout=10)
 
 
