@@ -168,7 +168,7 @@ class Hub:
             self._task = None
 
     async def _watch_changes(self) -> None:
-        """Sweep at once when a loop or a person changes a state (agents.runtime.flags
+        """Sweep at once when a loop or a person changes a state (agents.runtime.lifecycle
         announces it), instead of at the next poll. Best effort: the poll goes on."""
         import redis.asyncio as aioredis
         from django.conf import settings
