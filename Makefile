@@ -18,7 +18,7 @@ help:
 	@echo "make run         set up and run the panel at http://127.0.0.1:$${PORT:-8000}/ (Ctrl-C stops)"
 	@echo "make test        set up, ruff, then the whole test suite (ARGS='-k name' to narrow)"
 	@echo "make test-pg     the test suite again against PostgreSQL (DATABASE_URL, default $(PG_TEST_URL))"
-	@echo "make lint        ruff check ."
+	@echo "make lint        ruff check . and ruff format --check ."
 	@echo "make screenshots docs/screenshots/*.png from a throwaway stack (Chromium, light and dark)"
 	@echo "make bench       every benchmark in bench/, then bench/RESULTS.md (ARGS=--quick: a smoke pass)"
 	@echo "make venv        create/update .venv only (from requirements-dev.lock)"
@@ -41,6 +41,7 @@ test-pg:
 
 lint: venv
 	@.venv/bin/ruff check .
+	@.venv/bin/ruff format --check .
 
 venv:
 	@scripts/bootstrap.sh

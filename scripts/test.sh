@@ -22,8 +22,9 @@ export VIRTUAL_ENV="$PWD/.venv"
 export PATH="$VIRTUAL_ENV/bin:$PATH"
 
 if [ "$lint" = 1 ]; then
-    echo "test: ruff check ." >&2
+    echo "test: ruff check . && ruff format --check ." >&2
     .venv/bin/ruff check .
+    .venv/bin/ruff format --check . || { echo "test: run '.venv/bin/ruff format .'" >&2; exit 1; }
 fi
 
 # URLs are shown without their passwords.

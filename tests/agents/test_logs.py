@@ -334,8 +334,12 @@ def test_tail_query_filter(sample):
 def test_tail_level_and_query(sample):
     path, lines = sample
     both = [x for x in lines if "Order" in x and x.split()[1] in ("WARNING", "ERROR", "CRITICAL")]
-    assert both == [line(3, "ERROR", " Order filled"), line(9, "CRITICAL", " Order filled"),
-                    line(12, "WARNING", " Order filled"), line(18, "ERROR", " Order filled")]
+    assert both == [
+        line(3, "ERROR", " Order filled"),
+        line(9, "CRITICAL", " Order filled"),
+        line(12, "WARNING", " Order filled"),
+        line(18, "ERROR", " Order filled"),
+    ]
     assert logs.tail(path, 3, min_level="warning", q="order") == logs.TailResult(both[-3:], True)
     assert logs.tail(path, 4, min_level="warning", q="order") == logs.TailResult(both, False)
 

@@ -78,8 +78,16 @@ def test_a_symlink_planted_in_log_dir_is_not_followed_out(make_agent, log_dir, v
 
 @pytest.mark.parametrize(
     "query",
-    ["lines=0", "lines=-1", "lines=5001", "lines=1e9", "lines=" + "9" * 5000, "lines=%00", "level=SECRET",
-     "lines=1.5"],
+    [
+        "lines=0",
+        "lines=-1",
+        "lines=5001",
+        "lines=1e9",
+        "lines=" + "9" * 5000,
+        "lines=%00",
+        "level=SECRET",
+        "lines=1.5",
+    ],
 )
 def test_bad_tail_parameters_are_400_with_a_sentence(make_agent, log_dir, viewer_client, query):
     make_agent("feed")
