@@ -154,6 +154,24 @@ def test_after_stopping_a_session_with_the_keyboard_its_start_button_has_the_foc
     expect(row.get_by_role("button", name="Stop session")).to_be_focused(timeout=LIVE)
 
 
+def test_without_the_live_socket_the_answer_of_the_action_hands_the_focus_on(demo, logged_in_page):
+    """With no socket the action's own answer is swapped in: the same rule applies to it."""
+    services.start_system()
+    running_everywhere()
+    page = logged_in_page
+    page.route_web_socket("**/ws/control/", lambda ws: ws.close())  # never reaches the server
+    page.goto("/")
+    row = page.locator("#session-btc-strategy-test")
+    row.get_by_role("button", name="Pause session").focus()
+    page.keyboard.press("Enter")
+    expect(row.get_by_role("button", name="Resume session")).to_be_focused(timeout=LIVE)
+    page.keyboard.press("Enter")
+    wait_for(
+        lambda: TradingSession.objects.get(pk="btc-strategy-test").desired_state == Desired.RUNNING,
+        what="a second Enter, on the Resume button, to resume the session",
+    )
+
+
 def test_a_click_elsewhere_while_an_action_runs_is_not_undone_by_its_answer(live_page):
     """The focus goes back only when the swap took it: a person who moved on is left alone."""
     page = live_page
