@@ -29,13 +29,17 @@ PURGE_BATCH = 1000
 # A change of price smaller than this share of it is float rounding, not a move: the
 # sums inside the indicators leave differences of about 1e-16 x price on identical inputs.
 MOVE_TOLERANCE = 1e-9
-# The oscillators (RSI, Bollinger %B) measure a stretch in units of the window's own
-# movement, so they saturate on any movement at all: an RSI is 100 when no bar fell,
-# also when none moved, and one tick up out of a flat range is "above the upper band".
-# Their vote therefore counts only as much as the window moved (the share of its bars
-# that changed price): a flat window has no opinion, one tick in twenty has a twentieth
-# of one. The trend components are already in proportion to the size of the move.
-OSCILLATORS = ("rsi", "bollinger")
+# No movement is no opinion. Every component keeps a memory of moves that have ended:
+# the oscillators (RSI, Bollinger %B) measure a stretch in units of the window's own
+# movement, so they saturate on any movement at all (an RSI is 100 when no bar fell, also
+# when none moved, and one tick up out of a flat range is "above the upper band"); the
+# trend components keep leaning after a move stopped (after a rise and then a flat price,
+# MACD's line sinks back under its signal line for dozens of bars: a sell vote on a symbol
+# that is not moving at all). So every vote counts only as much as its own window moved:
+# the share of the window's price changes that moved the price (the slow period for the
+# trend components). A flat window has no opinion, one tick in twenty has a twentieth of
+# one, and a market that moves every bar keeps full votes.
+SCALED_BY_MOVEMENT = COMPONENTS
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,14 @@ class Series:
         self.close = 0.0
         self.ts = ""
         # Whether each of the latest changes moved the price (see MOVE_TOLERANCE), as far
-        # back as the longest oscillator window: RSI's period changes, the band's bars - 1.
-        self._windows = {"rsi": periods.rsi_period, "bollinger": periods.bb_period - 1}
+        # back as the longest window, in price changes: an average of n bars spans n - 1
+        # of them, RSI its period, MACD its slow period (an EMA has no hard edge).
+        self._windows = {
+            "ma_cross": periods.slow_ma - 1,
+            "rsi": periods.rsi_period,
+            "macd": periods.macd_slow,
+            "bollinger": periods.bb_period - 1,
+        }
         self._moves: deque[bool] = deque(maxlen=max(self._windows.values()))
         self.sma_fast = SMA(periods.fast_ma)
         self.sma_slow = SMA(periods.slow_ma)
@@ -111,7 +121,7 @@ class Series:
         }
 
     def moved(self) -> dict[str, float]:
-        """For each oscillator, the share of the changes in its window that moved the price."""
+        """For each component, the share of the price changes in its window that moved the price."""
         shares = {}
         for name, window in self._windows.items():
             recent = list(self._moves)[-window:] if window > 0 else []
@@ -146,8 +156,8 @@ def component_scores(
 
     ma_cross and macd follow the trend; rsi and bollinger lean against stretched prices.
     Gaps are taken relative to price so the same settings fit a 0.0001 coin and BTC.
-    `moved` is Series.moved(): each oscillator's vote is scaled by the share of its window
-    that moved (see OSCILLATORS); left out, every bar is taken as a move. No movement is
+    `moved` is Series.moved(): each vote is scaled by the share of its window that moved
+    (see SCALED_BY_MOVEMENT); left out, every bar is taken as a move. No movement is
     no opinion: a flat market scores 0 on every component, never an extreme.
     """
     scores: dict[str, float | None] = dict.fromkeys(COMPONENTS)
@@ -172,7 +182,7 @@ def component_scores(
         # 0, or by a width that is only the rounding of a zero standard deviation.
         position = 0.5 if negligible(width, close) else (close - lower) / width
         scores["bollinger"] = clip(1 - 2 * position)
-    for name in OSCILLATORS:
+    for name in SCALED_BY_MOVEMENT:
         score = scores[name]
         if score is not None and moved is not None:
             scores[name] = score * clip(moved.get(name, 1.0), 0.0, 1.0)

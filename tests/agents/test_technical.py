@@ -542,6 +542,43 @@ def test_component_scores_take_the_share_of_the_window_that_moved() -> None:
     assert half["rsi"] == pytest.approx(-0.5) and half["bollinger"] == pytest.approx(-0.5)
 
 
+def test_the_trend_components_take_the_share_of_their_window_that_moved_too() -> None:
+    values = {**NONE, "sma_fast": 101.0, "sma_slow": 100.0, "macd_hist": 0.5}
+    full = component_scores(values, 100.0, **KNOBS)
+    assert full["ma_cross"] > 0.5 and full["macd"] > 0.5
+    still = component_scores(values, 100.0, **KNOBS, moved={"ma_cross": 0.0, "macd": 0.0})
+    assert still["ma_cross"] == 0.0 and still["macd"] == 0.0
+    half = component_scores(values, 100.0, **KNOBS, moved={"ma_cross": 0.5, "macd": 0.5})
+    assert half["ma_cross"] == pytest.approx(full["ma_cross"] / 2)
+    assert half["macd"] == pytest.approx(full["macd"] / 2)
+
+
+DEMO_THRESHOLD = 0.10  # the demo decision agent's buy and sell thresholds, the tightest used
+
+
+@pytest.mark.parametrize("change", [0.2, -0.2, 0.05], ids=["rise 20%", "fall 20%", "rise 5%"])
+@pytest.mark.parametrize("move_bars", [20, 40])
+def test_a_move_then_a_flat_price_fades_to_no_opinion(change: float, move_bars: int) -> None:
+    """A symbol that stopped moving has no opinion: MACD's line sinking back under its
+    signal line after a move is a memory of the move, not a vote on a quiet market."""
+    move = [100.0 * (1 + change * i / move_bars) for i in range(move_bars + 1)]
+    magnitudes = []
+    for flat in (20, 30, 60):
+        last = signals_of([100.0] * 40 + move + [move[-1]] * flat)[-1]
+        assert abs(last["signal"]) < DEMO_THRESHOLD, (flat, last)
+        magnitudes.append(abs(last["signal"]))
+    assert magnitudes == sorted(magnitudes, reverse=True)
+    assert magnitudes[-1] == 0.0  # the whole slow window flat: no opinion at all
+
+
+def test_a_market_still_falling_keeps_its_full_trend_sell_vote() -> None:
+    kind, ctx = make({"weights": {"rsi": 0, "bollinger": 0}})
+    feed(kind, ctx, bars(FALLING))
+    last = ctx.published[-1]
+    assert last["components"]["ma_cross"] < -0.5 and last["components"]["macd"] < -0.2
+    assert last["signal"] < -0.5
+
+
 @pytest.mark.parametrize(
     "values",
     [

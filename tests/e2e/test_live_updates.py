@@ -97,6 +97,96 @@ def test_the_focused_pause_button_of_a_session_row_keeps_the_focus_through_pushe
     expect(row.locator(".status-badge")).to_have_text("paused", timeout=LIVE)
 
 
+def test_after_stopping_an_agent_with_the_keyboard_its_start_button_has_the_focus(live_page):
+    """Stop becomes Start (another button): the focus goes to it, not to <body>, and a
+    second Enter undoes the first."""
+    page = live_page
+    card = page.locator("#agent-market_data_sim")
+    card.get_by_role("button", name="Stop agent").focus()
+    page.keyboard.press("Enter")
+    wait_for(
+        lambda: Agent.objects.get(pk="market_data_sim").desired_state == Desired.STOPPED,
+        what="Enter on the focused Stop button to stop the agent",
+    )
+    start = card.get_by_role("button", name="Start agent")
+    expect(start).to_be_enabled(timeout=LIVE)
+    expect(start).to_be_focused(timeout=LIVE)
+    assert page.evaluate("() => document.activeElement.dataset.action") == "start"
+    page.keyboard.press("Enter")
+    wait_for(
+        lambda: Agent.objects.get(pk="market_data_sim").desired_state == Desired.RUNNING,
+        what="a second Enter, on the Start button, to start the agent again",
+    )
+    expect(card.get_by_role("button", name="Stop agent")).to_be_focused(timeout=LIVE)
+
+
+def test_after_pausing_a_session_with_the_keyboard_its_resume_button_has_the_focus(live_page):
+    page = live_page
+    row = page.locator("#session-btc-strategy-test")
+    row.get_by_role("button", name="Pause session").focus()
+    page.keyboard.press("Enter")
+    wait_for(
+        lambda: TradingSession.objects.get(pk="btc-strategy-test").desired_state == Desired.PAUSED,
+        what="Enter on the focused Pause button to pause the session",
+    )
+    resume = row.get_by_role("button", name="Resume session")
+    expect(resume).to_be_focused(timeout=LIVE)
+    page.keyboard.press("Enter")
+    wait_for(
+        lambda: TradingSession.objects.get(pk="btc-strategy-test").desired_state == Desired.RUNNING,
+        what="a second Enter, on the Resume button, to resume the session",
+    )
+    expect(row.get_by_role("button", name="Pause session")).to_be_focused(timeout=LIVE)
+
+
+def test_after_stopping_a_session_with_the_keyboard_its_start_button_has_the_focus(live_page):
+    page = live_page
+    row = page.locator("#session-btc-strategy-test")
+    row.get_by_role("button", name="Stop session").focus()
+    page.keyboard.press("Enter")
+    start = row.get_by_role("button", name="Start session")
+    expect(start).to_be_focused(timeout=LIVE)
+    page.keyboard.press("Enter")
+    wait_for(
+        lambda: TradingSession.objects.get(pk="btc-strategy-test").desired_state == Desired.RUNNING,
+        what="a second Enter, on the Start button, to start the session again",
+    )
+    expect(row.get_by_role("button", name="Stop session")).to_be_focused(timeout=LIVE)
+
+
+def test_without_the_live_socket_the_answer_of_the_action_hands_the_focus_on(demo, logged_in_page):
+    """With no socket the action's own answer is swapped in: the same rule applies to it."""
+    services.start_system()
+    running_everywhere()
+    page = logged_in_page
+    page.route_web_socket("**/ws/control/", lambda ws: ws.close())  # never reaches the server
+    page.goto("/")
+    row = page.locator("#session-btc-strategy-test")
+    row.get_by_role("button", name="Pause session").focus()
+    page.keyboard.press("Enter")
+    expect(row.get_by_role("button", name="Resume session")).to_be_focused(timeout=LIVE)
+    page.keyboard.press("Enter")
+    wait_for(
+        lambda: TradingSession.objects.get(pk="btc-strategy-test").desired_state == Desired.RUNNING,
+        what="a second Enter, on the Resume button, to resume the session",
+    )
+
+
+def test_a_click_elsewhere_while_an_action_runs_is_not_undone_by_its_answer(live_page):
+    """The focus goes back only when the swap took it: a person who moved on is left alone."""
+    page = live_page
+    card = page.locator("#agent-market_data_sim")
+    card.get_by_role("button", name="Stop agent").focus()
+    page.keyboard.press("Enter")
+    page.locator("h1").first.click()  # away from any control: the focus goes to <body>
+    expect(card.get_by_role("button", name="Start agent")).to_be_visible(timeout=LIVE)
+    # Pushes of the card after that (visible changes) do not take the focus back.
+    for i in range(2):
+        Agent.objects.filter(pk="market_data_sim").update(name=f"Market, renamed {i}")
+        expect(card.locator("h4")).to_have_text(f"Market, renamed {i}", timeout=LIVE)
+    assert page.evaluate("() => document.activeElement === document.body")
+
+
 # Records changes to a node's subtree, except the relative times the page ticks itself.
 WATCH = """id => {
   var node = document.getElementById(id);
