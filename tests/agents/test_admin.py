@@ -69,3 +69,17 @@ def test_start_and_stop_actions_go_through_the_services(admin_client, make_agent
     assert (started.desired_state, started.status) == (Desired.RUNNING, Status.STARTING)
     admin_client.post("/admin/agents/agent/", {"action": "stop_agents", "_selected_action": [agent.pk]})
     assert Agent.objects.get(pk=agent.pk).desired_state == Desired.STOPPED
+
+
+def test_the_agent_id_cannot_be_changed_in_the_admin(admin_client, make_agent):
+    """The id is the key sessions and edges point at: read-only once the agent exists (a
+    rename answered 500, FOREIGN KEY constraint failed)."""
+    agent = make_agent()
+    page = admin_client.get(f"/admin/agents/agent/{agent.pk}/change/").content.decode()
+    assert 'name="agent_id"' not in page
+    response = admin_client.post(
+        f"/admin/agents/agent/{agent.pk}/change/", form_data(agent, agent_id="renamed", name="Renamed")
+    )
+    assert response.status_code == 302
+    assert list(Agent.objects.values_list("agent_id", "name")) == [(agent.pk, "Renamed")]
+    assert 'name="agent_id"' in admin_client.get("/admin/agents/agent/add/").content.decode()
