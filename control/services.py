@@ -191,7 +191,7 @@ def update_agent_config(agent_id: str, config: Any, *, user=None) -> Agent:
             validated = validate_config(agent.kind, config, strict=True)
         except ConfigError as exc:
             raise InvalidInput(
-                f"The config for agent {agent_id} is invalid: {exc}.",
+                f"The config for agent {agent_id} is invalid: {str(exc).removesuffix('.')}.",
                 code="invalid_config",
                 errors=[{"field": f, "reason": r} for f, r in exc.errors],
             ) from None
