@@ -46,7 +46,7 @@ class AgentForm(forms.ModelForm):
         kind, config = data.get("kind"), data.get("config")
         if kind:
             try:
-                data["config"] = validate_config(kind, config).model_dump(mode="json")
+                data["config"] = validate_config(kind, config, strict=True).model_dump(mode="json")
             except UnknownKind as exc:
                 self.add_error("kind", str(exc))
             except ConfigError as exc:
@@ -117,6 +117,12 @@ class AgentAdmin(ChangedFieldsOnlyAdmin):
     search_fields = ("agent_id", "name")
     readonly_fields = OBSERVED
     filter_horizontal = ("inputs_from",)
+
+    def get_readonly_fields(self, request, obj=None):
+        # The id is the primary key that sessions, logs and edges point at: renaming it
+        # here would save a second row under the new id (a 500 on the foreign keys).
+        fields = tuple(super().get_readonly_fields(request, obj))
+        return fields if obj is None else ("agent_id", *fields)
 
 
 @admin.register(LogEntry)

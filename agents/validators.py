@@ -8,12 +8,18 @@ do), and the pages read defensively whatever was stored before the rules existed
 Text. A lone surrogate ("\\ud800": what a JSON "\\ud800" escape decodes to) cannot be
 encoded as UTF-8: SQLite and PostgreSQL refuse it, and a page showing it cannot be
 sent. NUL and the other control characters have no place in a name, a symbol or a
-config; PostgreSQL cannot store NUL at all. Other Unicode (accents, right-to-left
-scripts, emoji, zero-width joiners) is a person's to use and the pages escape it.
+config; PostgreSQL cannot store NUL at all. Bidirectional embedding, override and
+isolate controls (and the invisible direction marks) reorder the text shown around
+them: a name holding U+202E reads backwards and reverses the activity line it appears
+in, so they are refused too. A name must show at least one visible character (one made
+of spaces, zero-width or combining characters alone cannot be told apart from another).
+Other Unicode (accents, right-to-left scripts, emoji, zero-width joiners inside a
+visible name) is a person's to use and the pages escape it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import unicodedata
@@ -62,6 +68,23 @@ def _is_surrogate(ch: str) -> bool:
     return 0xD800 <= ord(ch) <= 0xDFFF
 
 
+# Characters that change the direction of the text shown after them: LRE, RLE, PDF,
+# LRO, RLO (U+202A-U+202E), LRI, RLI, FSI, PDI (U+2066-U+2069), LRM, RLM and ALM.
+BIDI_CONTROLS = frozenset(
+    [*map(chr, range(0x202A, 0x202F)), *map(chr, range(0x2066, 0x206A)), "\u200e", "\u200f", "\u061c"]
+)
+# What shows nothing by itself: format characters (zero-width space, joiners, BOM...),
+# separators (spaces), marks that combine with a character before them, and unassigned
+# code points; plus the letters and symbols that are drawn blank (Hangul fillers,
+# the braille blank).
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zs", "Zl", "Zp", "Mn", "Me"})
+_BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _visible(ch: str) -> bool:
+    return ch not in _BLANK_GLYPHS and unicodedata.category(ch) not in _INVISIBLE_CATEGORIES
+
+
 def text_problem(value: str) -> str | None:
     """Why `value` cannot be stored as a person's text, or None when it can."""
     for ch in value:
@@ -69,12 +92,25 @@ def text_problem(value: str) -> str | None:
             return f"contains {shown(ch)}, half of a surrogate pair, which cannot be encoded as UTF-8"
         if unicodedata.category(ch) == "Cc":
             return f"contains a control character ({shown(ch)})"
+        if ch in BIDI_CONTROLS:
+            return (
+                f"contains a text direction control ({shown(ch)}), which would reorder "
+                "the text shown around it"
+            )
     return None
+
+
+def name_problem(value: str) -> str | None:
+    """Why `value` cannot be a name (text_problem's rules, and something to see)."""
+    problem = text_problem(value)
+    if problem is None and value and not any(map(_visible, value)):
+        return "has no visible character (only spaces, zero-width or combining characters)"
+    return problem
 
 
 def validate_text(value: str) -> None:
     """A model field validator for one line of text (a name)."""
-    problem = text_problem(value)
+    problem = name_problem(value)
     if problem:
         raise ValidationError(f"This text {problem}.", code="bad_text")
 
@@ -192,12 +228,37 @@ def repaired_json(value: Any, depth: int = 0) -> Any:
     return value
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
 class _JSONFormField(JSONFormField):
-    """The admin's JSON box: JSON too deep for Python's parser ("[[[[...") is refused like
-    other bad JSON, and a refused document is shown again as it was typed, a lone
-    surrogate as its escape (the page could not be sent with the character itself)."""
+    """The admin's JSON box: an object with a key twice is refused (json keeps the last
+    one silently, and the API refuses it: control.api_json), JSON too deep for Python's
+    parser ("[[[[...") is refused like other bad JSON, and a refused document is shown
+    again as it was typed, a lone surrogate as its escape (the page could not be sent
+    with the character itself)."""
 
     def to_python(self, value: Any) -> Any:
+        if isinstance(value, str) and value not in self.empty_values and not self.disabled:
+            try:
+                json.loads(value, object_pairs_hook=_unique_keys)
+            except _DuplicateKey as exc:
+                raise ValidationError(
+                    f"This JSON object has the key {shown(repr(exc.args[0]))} twice; give each key once.",
+                    code="duplicate_key",
+                ) from None
+            except (ValueError, RecursionError):
+                pass  # said by the parse below
         try:
             return super().to_python(value)
         except RecursionError:
@@ -221,6 +282,19 @@ class PersonJSONField(models.JSONField):
     that could not be shown (stored before the rule) repaired, so no page fails on it."""
 
     default_validators = [validate_json]
+    # None is not "empty" here: Model.clean_fields skips the fields whose value is empty
+    # and blank is allowed, so a null typed into the admin ("null", or a cleared box)
+    # would reach the database's NOT NULL constraint (a 500) instead of validate().
+    # An empty list or object stays empty: blank=True allows it where it is today.
+    empty_values = [v for v in models.JSONField.empty_values if v is not None]
+
+    def validate(self, value: Any, model_instance: Any) -> None:
+        if value is None and not self.null:
+            raise ValidationError(
+                "Give a JSON value here: null cannot be stored.",
+                code="null",
+            )
+        super().validate(value, model_instance)
 
     def from_db_value(self, value: Any, expression: Any, connection: Any) -> Any:
         return repaired_json(super().from_db_value(value, expression, connection))

@@ -16,9 +16,14 @@ from typing import Any, NoReturn
 from django.http import HttpRequest
 from ninja.parser import Parser
 
+from agents.validators import MAX_JSON_DEPTH
 from control.errors import MalformedRequest, UnsupportedMediaType
 
 JSON_MEDIA_TYPE = "application/json"
+# Arrays and objects nested deeper than this are refused before any schema recurses into
+# them: a generous bound over the deepest document a field takes (a config,
+# MAX_JSON_DEPTH, whose own check names the field), far under Python's recursion limit.
+MAX_BODY_DEPTH = 2 * MAX_JSON_DEPTH
 
 
 def _refuse(detail: str) -> NoReturn:
@@ -65,12 +70,36 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         _refuse("The request body is not UTF-8 text; send JSON in UTF-8.")
     try:
-        return json.loads(text, object_pairs_hook=_object, parse_float=_finite, parse_constant=_constant)
+        value = json.loads(text, object_pairs_hook=_object, parse_float=_finite, parse_constant=_constant)
     except json.JSONDecodeError as exc:
         _refuse(f"The request body is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.")
+    except RecursionError:
+        # Arrays or objects nested thousands deep ("[[[[..."): the parser recurses per level.
+        _refuse(
+            f"The request body is nested more than {MAX_BODY_DEPTH} levels deep; send a flatter document."
+        )
     except ValueError as exc:
         # An integer of thousands of digits (Python's int_max_str_digits).
         _refuse(f"The request body holds a number this API cannot read ({str(exc)[:80]}).")
+    if _deeper_than(value, MAX_BODY_DEPTH):
+        _refuse(
+            f"The request body is nested more than {MAX_BODY_DEPTH} levels deep; send a flatter document."
+        )
+    return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether arrays and objects nest more than `limit` levels (without recursing)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 class StrictJSONParser(Parser):

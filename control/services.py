@@ -253,7 +253,7 @@ def _validated_agent_changes(
             config = validate_config(kind, changes.get("config", agent.config), strict=True)
         except ConfigError as exc:
             raise InvalidInput(
-                f"The config for agent {agent.agent_id} is invalid: {exc}.",
+                f"The config for agent {agent.agent_id} is invalid: {str(exc).removesuffix('.')}.",
                 code="invalid_config",
                 errors=[{"field": f, "reason": r} for f, r in exc.errors],
             ) from None

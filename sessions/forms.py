@@ -136,6 +136,13 @@ class SessionCreateForm(forms.ModelForm):
                 )
         return data
 
+    def _update_errors(self, errors: ValidationError) -> None:
+        # The model's rules (TradingSession.clean) repeat some of this form's for the
+        # admin; a field this form refused already keeps the form's own message.
+        if hasattr(errors, "error_dict"):
+            errors = ValidationError({f: e for f, e in errors.error_dict.items() if f not in self.errors})
+        super()._update_errors(errors)
+
     def _post_clean(self) -> None:
         # Defaults for the optional fields left out, before the model's own validation.
         for name in OPTIONAL_FIELDS:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, validate_slug
 from django.db import models
 from django.db.models import Q
@@ -147,6 +148,36 @@ class TradingSession(RunnableState):
         if not execution_agent_id:
             return Agent.objects.none()
         return Agent.objects.filter(outputs_to__agent_id=execution_agent_id).order_by("agent_id")
+
+    def clean(self) -> None:
+        """The rules across fields, and those a field's validators cannot say (an empty
+        list skips them), for every form that edits a session: the admin's and
+        sessions.forms.SessionCreateForm (the page and the API)."""
+        from agents.models import Role  # agents is loaded first; kept beside its use
+
+        errors: dict[str, str] = {}
+        if isinstance(self.symbols, list) and not self.symbols:
+            errors["symbols"] = "Give at least one symbol to trade."
+        for field, role, what in (
+            ("decision_agent", Role.DECISION, "decision"),
+            ("execution_agent", Role.EXECUTION, "execution"),
+        ):
+            agent = getattr(self, field) if getattr(self, f"{field}_id") else None
+            if agent is None:
+                errors[field] = f"Choose the {what} agent this session uses."
+            elif agent.role != role:
+                errors[field] = (
+                    f"Agent {agent.agent_id} has the role {agent.get_role_display()!r}; "
+                    f"a session's {what} agent needs the role {role.label!r}."
+                )
+        weight = self.max_position_weight
+        if weight is not None and weight <= 0:
+            # The field's validators allow 0..1; a weight of 0 would never buy anything.
+            errors["max_position_weight"] = (
+                "The largest share of equity per symbol must be above 0 (and at most 1)."
+            )
+        if errors:
+            raise ValidationError(errors)
 
     def save(self, *args, **kwargs) -> None:
         # Creation only: later changes to cash go through the broker's conditional updates.

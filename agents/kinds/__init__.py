@@ -60,7 +60,8 @@ def validate_config(kind_name: str, data: dict[str, Any] | None, *, strict: bool
         errors = []
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"]) or "config"
-            errors.append((loc, err["msg"]))
+            # A validator's ValueError reads "Value error, <its sentence>": keep the sentence.
+            errors.append((loc, err["msg"].removeprefix("Value error, ")))
         raise ConfigError(errors) from None
 
 

@@ -180,3 +180,17 @@ def test_an_admin_edit_reaches_a_running_loop_in_a_real_worker(
         what="the running technical agent to read its new input",
     )
     assert dict(Agent.objects.values_list("agent_id", "run_id")) == runs
+
+
+def test_the_agent_id_cannot_be_changed_in_the_admin(admin_client, make_agent):
+    """The id is the key sessions and edges point at: read-only once the agent exists (a
+    rename answered 500, FOREIGN KEY constraint failed)."""
+    agent = make_agent()
+    page = admin_client.get(f"/admin/agents/agent/{agent.pk}/change/").content.decode()
+    assert 'name="agent_id"' not in page
+    response = admin_client.post(
+        f"/admin/agents/agent/{agent.pk}/change/", form_data(agent, agent_id="renamed", name="Renamed")
+    )
+    assert response.status_code == 302
+    assert list(Agent.objects.values_list("agent_id", "name")) == [(agent.pk, "Renamed")]
+    assert 'name="agent_id"' in admin_client.get("/admin/agents/agent/add/").content.decode()

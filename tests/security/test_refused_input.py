@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from agents.kinds import ConfigError, get_kind, kind_names, validate_config
 from agents.models import Agent
-from agents.validators import MAX_PRICE, json_problem, text_problem
+from agents.validators import MAX_PRICE, json_problem, name_problem, text_problem
 from control.models import ApiToken
 from sessions import money
 from sessions.models import TradingSession
@@ -30,9 +30,31 @@ pytestmark = pytest.mark.django_db
 
 UNENCODABLE = ["\ud800", "x\udfff", "\udc80abc"]
 CONTROL = ["x\x00y", "\x1b[31mred", "a\x7f", "a\x85b", "line\nbreak", "tab\there"]
-BAD_TEXT = UNENCODABLE + CONTROL
+# Text direction controls reorder what is shown around them (a name read backwards).
+BIDI = ["\u202eevil", "Safe \u202eyub lla", "a\u202ab", "\u2066x\u2069", "x\u200f", "\u061cy", "\u200eBTC"]
+BAD_TEXT = UNENCODABLE + CONTROL + BIDI
+# Names with nothing to see: spaces, zero-width and format characters, combining marks
+# alone, characters drawn blank.
+INVISIBLE = [
+    "\u200b\u200b",
+    "\u200d",
+    "\ufeff",
+    "\u00a0\u3000",
+    "\u0301\u0301",
+    "\u3164",
+    "\u2800",
+    "\u2060 \u180e",
+]
 # Odd but good: a person may type these, and the pages show them.
-GOOD_TEXT = ["\u202eevil", "a\u200db", "e\u0301", "\U0001f680 Rocket", "\uff11\uff12", "Zürich €"]
+GOOD_TEXT = [
+    "a\u200db",
+    "\u05e9\u05dc\u05d5\u05dd",
+    "\u0645\u0631\u062d\u0628\u0627",
+    "e\u0301",
+    "\U0001f680 Rocket",
+    "\uff11\uff12",
+    "Zürich €",
+]
 
 
 @pytest.fixture
@@ -75,6 +97,12 @@ def test_text_that_cannot_be_stored_or_shown_is_named(text):
 @pytest.mark.parametrize("text", GOOD_TEXT)
 def test_odd_but_good_text_is_accepted(text):
     assert text_problem(text) is None
+    assert name_problem(text) is None
+
+
+@pytest.mark.parametrize("text", INVISIBLE, ids=ascii)
+def test_a_name_with_nothing_visible_is_refused(text):
+    assert "no visible character" in name_problem(text)
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
@@ -137,11 +165,38 @@ def test_numbers_past_the_domain_are_refused_in_configs(kind, config):
         '{"\\ud800": 1}',  # an unknown key that cannot be encoded
         '{"csv_path": "a\\u0000b", "source": "csv"}',
         '{"source": "\\udfff"}',
+        '{"initial_prices": {"\\u202eBTC": 1}}',  # text direction controls, in keys and text
+        '{"initial_prices": {"BTC\\u2066": 1}}',
+        '{"csv_path": "a\\u200fb", "source": "csv"}',
+        '{"source": "\\u061csimulated"}',
     ],
 )
 def test_the_config_api_refuses_unstorable_configs(graph, client, bearer, body):
     before = snapshot()
-    assert_refused_json(post_json(client, f"/api/agents/{AGENT_ID}/config", body, bearer))
+    answer = assert_refused_json(post_json(client, f"/api/agents/{AGENT_ID}/config", body, bearer))
+    assert ".." not in answer["detail"] and "Value error" not in json.dumps(answer), answer
+    assert snapshot() == before
+
+
+def test_config_errors_are_sentences(graph, client, bearer):
+    """No pydantic "Value error, " prefix and no doubled full stop."""
+    response = post_json(client, f"/api/agents/{AGENT_ID}/config", '{"source": "\\ud800"}', bearer)
+    body = response.json()
+    assert response.status_code == 422 and body["detail"].endswith("UTF-8."), body
+    assert "Value error" not in json.dumps(body) and ".." not in body["detail"], body
+    with pytest.raises(ConfigError) as refused:
+        validate_config("market_data", {"source": "csv"}, strict=True)  # a validator's ValueError
+    assert refused.value.errors == [("csv_path", "required when source is 'csv'")]
+
+
+@pytest.mark.parametrize("depth", [41, 1_000, 30_000])  # under the body size limit
+@pytest.mark.parametrize("path", [f"/api/agents/{AGENT_ID}/config", "/api/paper-trading/sessions"])
+def test_a_deeply_nested_body_is_refused_with_a_sentence(graph, client, bearer, path, depth):
+    before = snapshot()
+    answer = assert_refused_json(post_json(client, path, "[" * depth + "]" * depth, bearer))
+    assert "nested more than 40 levels" in answer["detail"] and "recursion" not in answer["detail"], answer
+    answer = assert_refused_json(post_json(client, path, '{"a": ' * depth + "1" + "}" * depth, bearer))
+    assert "nested more than 40 levels" in answer["detail"], answer
     assert snapshot() == before
 
 
@@ -221,7 +276,7 @@ def session_body(**fields) -> dict:
 
 
 SESSION_REFUSALS = [
-    *({"name": text} for text in BAD_TEXT),
+    *({"name": text} for text in BAD_TEXT + INVISIBLE),
     *({"symbols": [text]} for text in BAD_TEXT),
     {"decision_agent": "\ud800"},
     {"session_id": "a\ud800"},
@@ -281,7 +336,7 @@ def agent_form(agent: Agent, **overrides) -> dict:
 
 
 AGENT_REFUSALS = [
-    *({"name": text} for text in CONTROL),
+    *({"name": text} for text in CONTROL + BIDI + INVISIBLE),
     *({"symbols": f'["{text}"]'} for text in ("\\ud800", "\\u0000", "btc usd", "\\u202eUSD")),
     {"symbols": '"BTC-USD"'},
     {"symbols": '["BTC-USD", "BTC-USD"]'},
@@ -289,6 +344,14 @@ AGENT_REFUSALS = [
     {"config": '{"initial_prices": {"BTC-USD": 1e308}}'},
     {"config": '{"tick_seconds": NaN}'},
     {"config": "[" * 100_000 + "]" * 100_000},
+    {"config": '{"initial_prices": {"\\u202eBTC": 1}}'},
+    {"config": '{"source": "simulated", "source": "csv"}'},  # a key twice
+    {"config": '{"initial_prices": {"BTC-USD": 1, "BTC-USD": 2}}'},
+    {"config": '{"tick_seconds": "1"}'},  # strict types, as the config API
+    {"config": '{"seed": "7"}'},
+    {"config": '{"initial_prices": {"BTC-USD": "65000"}}'},
+    {"symbols": "null"},  # NOT NULL columns: a sentence, not a 500
+    {"symbols": ""},
     {"position_x": "-1"},
     {"position_y": "100001"},
     {"position_y": "9" * 30},
@@ -317,7 +380,17 @@ def test_the_agent_admin_saves_odd_but_good_names(graph, superuser_client):
 
 
 SESSION_ADMIN_REFUSALS = [
-    *({"name": text} for text in CONTROL),
+    *({"name": text} for text in CONTROL + BIDI + INVISIBLE),
+    {"symbols": "null"},
+    {"symbols": ""},
+    {"symbols": "[]"},
+    {"decision_agent": AGENT_ID},  # a data feed, not a decision agent
+    {"decision_agent": "broker"},
+    {"decision_agent": ""},
+    {"execution_agent": ""},
+    {"execution_agent": "decider"},
+    {"max_position_weight": "0"},
+    {"max_position_weight": "-0.1"},
     {"symbols": '["\\ud800"]'},
     {"symbols": "7"},
     {"symbols": '["btc-usd"]'},

@@ -13,12 +13,21 @@ D = Decimal
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def agents(make_agent):
+    """The decision and execution agents a session needs (TradingSession.clean)."""
+    make_agent("decider", kind="decision", role="decision", config={})
+    make_agent("broker", kind="execution", role="execution", config={})
+    make_agent("technical", kind="technical", role="specialized_technical", config={})
+
+
 def form_data(session: TradingSession, **overrides) -> dict:
     data = {
         "session_id": session.session_id,
         "name": session.name,
         "symbols": '["BTC-USD", "ETH-USD"]',
-        "decision_agent": "",
+        "decision_agent": "decider",
+        "execution_agent": "broker",
         "starting_cash": str(session.starting_cash),
         "max_position_weight": "0.5",
         "max_orders_per_minute": "6",
@@ -85,3 +94,55 @@ def test_a_session_edit_in_the_admin_is_audited_and_says_when_it_needs_a_restart
         in response.content.decode()
     )
     assert TradingSession.objects.get(pk=session.pk).max_orders_per_minute == 3
+
+
+ADD = "/admin/trading_sessions/tradingsession/add/"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        (
+            "decision_agent",
+            "technical",
+            "Agent technical has the role 'Technical analysis'; "
+            "a session's decision agent needs the role 'Decision'.",
+        ),
+        ("decision_agent", "broker", "Agent broker has the role 'Execution'"),
+        ("decision_agent", "", "Choose the decision agent this session uses."),
+        ("execution_agent", "", "Choose the execution agent this session uses."),
+        ("execution_agent", "decider", "execution agent needs the role 'Execution'"),
+        ("symbols", "[]", "Give at least one symbol to trade."),
+        ("symbols", "null", "null cannot be stored"),
+        ("symbols", "", "null cannot be stored"),
+        ("max_position_weight", "0", "must be above 0"),
+        ("max_position_weight", "1.5", "less than or equal to 1"),
+    ],
+)
+def test_the_admin_refuses_what_the_api_refuses(admin_client, make_session, field, value, message):
+    """The admin's form applies the model's rules (as the create API does): no 500 and no
+    change, a sentence by the field instead."""
+    session = make_session()
+    before = TradingSession.objects.filter(pk=session.pk).values().get()
+    response = admin_client.post(
+        f"/admin/trading_sessions/tradingsession/{session.pk}/change/", form_data(session, **{field: value})
+    )
+    assert response.status_code == 200
+    assert message in response.content.decode().replace("&#x27;", "'")
+    assert TradingSession.objects.filter(pk=session.pk).values().get() == before
+    draft = TradingSession(session_id="new-one", name="New one", starting_cash=D(2500))
+    assert admin_client.post(ADD, form_data(draft, **{field: value})).status_code == 200
+    assert not TradingSession.objects.filter(pk="new-one").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["Safe \u202eyub lla", "\u2067x", "a\u200f", "\u200b\u200b", "\u0301", "\u3164"]
+)
+def test_the_admin_refuses_bidi_controls_and_invisible_names(admin_client, make_session, name):
+    session = make_session()
+    response = admin_client.post(
+        f"/admin/trading_sessions/tradingsession/{session.pk}/change/", form_data(session, name=name)
+    )
+    assert response.status_code == 200
+    assert "This text" in response.content.decode()
+    assert TradingSession.objects.get(pk=session.pk).name == session.name
