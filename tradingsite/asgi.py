@@ -11,8 +11,8 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from control.routing import websocket_urlpatterns  # noqa: E402
-from control.ws_origin import SameOriginOnly  # noqa: E402
+from control.live.origin import SameOriginOnly  # noqa: E402
+from control.live.routing import websocket_urlpatterns  # noqa: E402
 from tradingsite import http_limits  # noqa: E402
 
 # Headers over daphne's limits answer 431 instead of a dropped connection.

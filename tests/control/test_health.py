@@ -9,7 +9,7 @@ import pytest
 from agents.runtime import keys, worker_heartbeat
 from control import health
 from control.health import WEIGHTS, score
-from control.page import system_alerts
+from control.web.dashboard_context import system_alerts
 from tests.conftest import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.django_db

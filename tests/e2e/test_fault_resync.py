@@ -15,9 +15,9 @@ from playwright.sync_api import expect
 
 from agents.models import Agent
 from agents.states import Desired, Status
-from control import page as panel
 from control import presenters
-from control.live import Hub
+from control.live.hub import Hub
+from control.web import dashboard_context as panel
 from sessions.models import TradingSession
 
 LIVE = 10_000  # ms

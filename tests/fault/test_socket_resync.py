@@ -3,7 +3,7 @@ could not take pushes for a while, or dropped and came back, what it received, a
 in order as htmx applies out-of-band swaps, equals a fresh render of the page's parts
 from the database.
 
-Pushes do not go through the channel layer: the hub (control/live.py) calls each
+Pushes do not go through the channel layer: the hub (control/live/hub.py) calls each
 consumer's deliver(). "Overflow" is a consumer whose send fails (ChannelFull, as a full
 channel raises) while states change; then it takes messages again.
 
@@ -28,9 +28,10 @@ from channels.testing import WebsocketCommunicator
 
 from agents.models import Agent
 from agents.states import Desired, Status
-from control import health, page
-from control.live import Hub, hub
-from control.routing import websocket_urlpatterns
+from control import health
+from control.live.hub import Hub, hub
+from control.live.routing import websocket_urlpatterns
+from control.web import dashboard_context as page
 from sessions.models import TradingSession
 
 pytestmark = pytest.mark.django_db(transaction=True)

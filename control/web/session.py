@@ -9,7 +9,7 @@ htmx every 2 s:
 * `?partial=fills&offset=N`: one page of the fills, newest first (FILLS_PAGE at a time).
 
 The charts are drawn by static/js/session_detail.js from chart.json: OHLC candles built
-(control.session_market) from the bar messages in the streams of the execution agent's market inputs (the
+(control.web.session_market) from the bar messages in the streams of the execution agent's market inputs (the
 prices the paper broker fills at), buy/sell markers at the fills, and the equity curve.
 Times are unix seconds (UTC), as lightweight-charts expects.
 """
@@ -33,11 +33,12 @@ from django.views.decorators.http import require_GET
 
 from agents.runtime.redis import get_redis
 from agents.validators import stored_symbols
-from control import presenters, session_market
+from control import presenters
 from control.errors import NotFound, json_error
-from control.page import status_icon
 from control.query import BadParameter, decimal_param, int_param
-from control.session_market import (
+from control.web import session_market
+from control.web.dashboard_context import status_icon
+from control.web.session_market import (
     Bar,
     build_candles,
     market_producers,

@@ -1,11 +1,11 @@
 """The live page: one hub per web process fans the truth out to every open socket.
 
-Every SWEEP_SECONDS the hub reads what the page shows (control.page: a fixed number of
+Every SWEEP_SECONDS the hub reads what the page shows (control.web.dashboard_context: a fixed number of
 queries and Redis round trips, whatever the number of agents and sessions), compares each
 part with what it pushed last, and re-renders only the parts that changed: the same
 partials the page was first rendered with, sent as out-of-band swaps on /ws/control/, and
 as JSON events on /ws/events/. Announced changes are re-read and pushed at once; an object
-changing 50 times a second is pushed a few times a second (control.push_budget), its
+changing 50 times a second is pushed a few times a second (control.live.budget), its
 latest state when its turn comes. The runtime never has to know about the page
 (DESIGN.md: the runtime does not import control).
 
@@ -29,10 +29,10 @@ from channels.db import database_sync_to_async
 from django.core.serializers.json import DjangoJSONEncoder
 from django.template.loader import render_to_string
 
-from control import page
-from control.live_events import EventTracker
-from control.push_budget import PushBudget
+from control.live.budget import PushBudget
+from control.live.events import EventTracker
 from control.templatetags.panel import json_script_safe
+from control.web import dashboard_context as page
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ Errors are ``{"type": "error", "detail": "<sentence>"}`` followed by a close.
 Query parameters (both optional): ``level`` (minimum level, as in the tail endpoint)
 and ``q`` (case-insensitive substring).
 
-Close codes: 4401 anonymous (also when the login ends while open: control.socket_auth),
+Close codes: 4401 anonymous (also when the login ends while open: control.live.socket_auth),
 4400 bad parameter, 4404 unknown agent (or what lies at the
 log's name is not a plain file: agents.runtime.logs.open_log), 1011 reading failed.
 
@@ -54,7 +54,7 @@ from agents.runtime.logs import (
     log_path,
     open_log,
 )
-from control.socket_auth import LoginWatch
+from control.live.socket_auth import LoginWatch
 
 log = logging.getLogger(__name__)
 

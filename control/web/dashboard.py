@@ -14,10 +14,11 @@ from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.models import Agent
-from control import page, services
+from control import services
 from control.auth import require_control
 from control.errors import InvalidInput, ServiceError
 from control.query import BadParameter, int_param
+from control.web import dashboard_context as page
 from sessions.forms import SessionCreateForm
 
 TEMPLATE = "control/index.html"
