@@ -29,7 +29,8 @@ from channels.testing import WebsocketCommunicator
 from agents.models import Agent
 from agents.states import Desired, Status
 from control import health
-from control.live.hub import Hub, hub
+from control.live.hub import hub
+from control.live.rendering import render_part
 from control.live.routing import websocket_urlpatterns
 from control.web import dashboard_context as page
 from sessions.models import TradingSession
@@ -74,11 +75,11 @@ class PageModel:
 
 def rendered_from_db() -> dict[str, str]:
     """Every compared part, rendered now from the database (as an operator sees it)."""
-    out = {"system-panel": normal(Hub._render("system-panel", page.system_panel(), True))}
+    out = {"system-panel": normal(render_part("system-panel", page.system_panel(), True))}
     for card in page.agent_cards():
-        out[f"agent-{card.agent_id}"] = normal(Hub._render("agent-card", {"card": card}, True))
+        out[f"agent-{card.agent_id}"] = normal(render_part("agent-card", {"card": card}, True))
     for row in page.session_rows():
-        out[f"session-{row.session_id}"] = normal(Hub._render("session-row", {"row": row}, True))
+        out[f"session-{row.session_id}"] = normal(render_part("session-row", {"row": row}, True))
     return out
 
 
