@@ -16,7 +16,6 @@ Times are unix seconds (UTC), as lightweight-charts expects.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
+from django_htmx.http import HttpResponseStopPolling, reswap, trigger_client_event
 
 from agents.runtime.redis import get_redis
 from agents.validators import stored_symbols
@@ -83,12 +83,10 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
 def _gone(session_id: str) -> HttpResponse:
     """A poll for a session deleted meanwhile: htmx stops polling on 286; the page is left
     as it is, and says why once."""
-    response = HttpResponse(status=286)
-    response["HX-Reswap"] = "none"
-    response["HX-Trigger"] = json.dumps(
-        {"toast": {"level": "warning", "message": f"Session {session_id} no longer exists."}}
+    response = reswap(HttpResponseStopPolling(), "none")
+    return trigger_client_event(
+        response, "toast", {"level": "warning", "message": f"Session {session_id} no longer exists."}
     )
-    return response
 
 
 def _not_found(request: HttpRequest, session_id: str) -> HttpResponse:
