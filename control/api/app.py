@@ -242,7 +242,7 @@ def system_stop(request):
 
 @system.get("/health", response={200: dict[str, Any], **ERRORS})
 def system_health(request):
-    """Database, Redis, workers, channel layer, host and stale heartbeats, with a score."""
+    """Database, Redis, workers, host and stale heartbeats, with a score."""
     return health.health()
 
 

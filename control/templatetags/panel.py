@@ -20,7 +20,6 @@ CHECK_LABELS = {
     "database": "Database",
     "redis": "Redis",
     "workers": "Workers",
-    "channel_layer": "Channel layer",
 }
 # As django.utils.html.json_script does: JSON that cannot close the <script> it sits in.
 _JSON_ESCAPES = {ord(">"): "\\u003E", ord("<"): "\\u003C", ord("&"): "\\u0026"}
