@@ -3,7 +3,7 @@ could not take pushes for a while, or dropped and came back, what it received, a
 in order as htmx applies out-of-band swaps, equals a fresh render of the page's parts
 from the database.
 
-Pushes do not go through the channel layer: the hub (control/live/hub.py) calls each
+There is no channel layer: the hub (control/live/hub.py, control/live/delivery.py) calls each
 consumer's deliver(). "Overflow" is a consumer whose send fails (ChannelFull, as a full
 channel raises) while states change; then it takes messages again.
 
