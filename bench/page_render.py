@@ -67,7 +67,7 @@ from agents.runtime import keys  # noqa: E402
 from agents.runtime.logs import agent_logger  # noqa: E402
 from agents.runtime.redis import get_redis  # noqa: E402
 from control import health  # noqa: E402
-from control.live import Hub  # noqa: E402
+from control.live.hub import Hub  # noqa: E402
 from sessions import broker  # noqa: E402
 from sessions.models import TradingSession  # noqa: E402
 
@@ -151,7 +151,7 @@ def push_latency(user, repeat: int) -> tuple[float, float]:
     from channels.testing import WebsocketCommunicator
 
     from agents.runtime import lifecycle
-    from control.routing import websocket_urlpatterns
+    from control.live.routing import websocket_urlpatterns
 
     async def scenario() -> list[float]:
         ws = WebsocketCommunicator(URLRouter(websocket_urlpatterns), "/ws/control/")

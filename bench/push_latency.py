@@ -24,7 +24,7 @@ status in the database (a conditional UPDATE) and announce it
                                            [--seconds 10] [--quick] [--no-browser] [--profile]
 
 --profile stamps the hub's steps inside daphne (a sitecustomize.py on its PYTHONPATH
-wraps control.live's Hub and the consumer's send; nothing in the project is edited) and
+wraps control.live.hub's Hub and the consumer's send; nothing in the project is edited) and
 prints where a single change's time goes: announcement -> hub woken -> sweep -> send ->
 client.
 
@@ -81,7 +81,7 @@ OBSERVER_JS = """
 
 # --profile: written as sitecustomize.py on daphne's PYTHONPATH, it stamps (time.time(),
 # the clock the bench stamps changes with) the hub's steps in the server process, without
-# editing control/live.py: the announcement waking the hub, each sweep, each delivery and
+# editing control/live/hub.py: the announcement waking the hub, each sweep, each delivery and
 # each card sent to a socket. Hooks whatever of those names the hub has.
 PROFILE_HOOKS = r"""
 import asyncio, importlib.abc, importlib.machinery, json, os, re, sys, threading, time
@@ -152,7 +152,7 @@ def patch_consumers(module):
     consumer.deliver = stamped_send
 
 
-PATCHES = {"control.live": patch_live, "control.consumers": patch_consumers}
+PATCHES = {"control.live.hub": patch_live, "control.live.consumers": patch_consumers}
 
 
 class Finder(importlib.abc.MetaPathFinder):

@@ -11,8 +11,9 @@ django_asgi_app = get_asgi_application()
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from control.routing import websocket_urlpatterns  # noqa: E402
-from control.ws_origin import SameOriginOnly  # noqa: E402
+from control.live.origin import SameOriginOnly  # noqa: E402
+from control.live.routing import websocket_urlpatterns  # noqa: E402
+from control.live.token_auth import TokenAuth  # noqa: E402
 from tradingsite import http_limits  # noqa: E402
 
 # Headers over daphne's limits answer 431 instead of a dropped connection.
@@ -22,7 +23,7 @@ application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
         # Every socket route: the site's own origin only (scheme, host and port), then
-        # the session cookie's user.
-        "websocket": SameOriginOnly(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # the session cookie's user; /ws/events/ also takes an API token instead.
+        "websocket": SameOriginOnly(AuthMiddlewareStack(TokenAuth(URLRouter(websocket_urlpatterns)))),
     }
 )

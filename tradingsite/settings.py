@@ -185,18 +185,15 @@ else:
         DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}_{_test_run}"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Redis: flags, leases, streams, broker, channel layer -------------------
+# --- Redis: flags, leases, streams, broker, change announcements -------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
-# Every key this project writes starts with this prefix (Celery's and Channels' too), so
+# Every key this project writes starts with this prefix (Celery's too), so
 # several installs or test runs can share one Redis and clean up only their own keys.
 REDIS_PREFIX = env.str("REDIS_PREFIX", default="pt:")
 
-CHANNEL_LAYERS = {
-    "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}asgi", "capacity": 1000, "expiry": 30},
-    }
-}
+# No CHANNEL_LAYERS: no consumer sends through one. Each web process's live hub learns of
+# changes from Redis pub/sub and reads the database itself (control/live), so every
+# process's sockets get every push without a layer between them.
 
 # --- Celery -----------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL

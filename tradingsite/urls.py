@@ -3,31 +3,32 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from django.views.decorators.http import require_safe
 
-from control import log_pages, page_views, session_pages, views
-from control.api import api
+from control.api import healthz, log_tail
+from control.api.app import api
 from control.throttle import throttled_login
+from control.web import dashboard, log_viewer, session
 
 urlpatterns = [
     # The page changes nothing: other methods are 405 (a POST rendered it with 200).
-    path("", require_safe(page_views.index), name="index"),
+    path("", require_safe(dashboard.index), name="index"),
     # The panel's htmx endpoints (HTML fragments; programs use /api/).
-    path("ui/system/start", page_views.system_start, name="ui-system-start"),
-    path("ui/system/stop", page_views.system_stop, name="ui-system-stop"),
-    path("ui/sessions/pause-all", page_views.sessions_pause_all, name="ui-sessions-pause-all"),
-    path("ui/sessions/resume-all", page_views.sessions_resume_all, name="ui-sessions-resume-all"),
-    path("ui/sessions/new", page_views.session_new, name="ui-session-new"),
-    path("ui/sessions/<str:session_id>/<str:action>", page_views.session_action, name="ui-session-action"),
-    path("ui/agents/order", page_views.agents_order, name="ui-agents-order"),
-    path("ui/agents/<str:agent_id>/start", page_views.agent_start, name="ui-agent-start"),
-    path("ui/agents/<str:agent_id>/stop", page_views.agent_stop, name="ui-agent-stop"),
-    path("ui/feed", page_views.feed, name="ui-feed"),
-    path("ui/panel", page_views.panel, name="ui-panel"),
-    path("healthz", views.healthz, name="healthz"),
-    path("system/agents/<str:agent_id>/logs", views.agent_logs, name="agent-logs"),
-    path("system/agents/<str:agent_id>/logs/view", log_pages.agent_log_viewer, name="agent-log-viewer"),
-    path("system/agents/<path:rest>", views.agent_logs_unknown_path),
-    path("sessions/<str:session_id>/", session_pages.session_detail, name="session-detail"),
-    path("sessions/<str:session_id>/chart.json", session_pages.session_chart, name="session-chart"),
+    path("ui/system/start", dashboard.system_start, name="ui-system-start"),
+    path("ui/system/stop", dashboard.system_stop, name="ui-system-stop"),
+    path("ui/sessions/pause-all", dashboard.sessions_pause_all, name="ui-sessions-pause-all"),
+    path("ui/sessions/resume-all", dashboard.sessions_resume_all, name="ui-sessions-resume-all"),
+    path("ui/sessions/new", dashboard.session_new, name="ui-session-new"),
+    path("ui/sessions/<str:session_id>/<str:action>", dashboard.session_action, name="ui-session-action"),
+    path("ui/agents/order", dashboard.agents_order, name="ui-agents-order"),
+    path("ui/agents/<str:agent_id>/start", dashboard.agent_start, name="ui-agent-start"),
+    path("ui/agents/<str:agent_id>/stop", dashboard.agent_stop, name="ui-agent-stop"),
+    path("ui/feed", dashboard.feed, name="ui-feed"),
+    path("ui/panel", dashboard.panel, name="ui-panel"),
+    path("healthz", healthz.healthz, name="healthz"),
+    path("system/agents/<str:agent_id>/logs", log_tail.agent_logs, name="agent-logs"),
+    path("system/agents/<str:agent_id>/logs/view", log_viewer.agent_log_viewer, name="agent-log-viewer"),
+    path("system/agents/<path:rest>", log_tail.agent_logs_unknown_path),
+    path("sessions/<str:session_id>/", session.session_detail, name="session-detail"),
+    path("sessions/<str:session_id>/chart.json", session.session_chart, name="session-chart"),
     # Both login forms are throttled against password guessing (control.throttle); the
     # admin's is taken over here, ahead of admin.site.urls.
     path("login/", throttled_login(auth_views.LoginView.as_view()), name="login"),

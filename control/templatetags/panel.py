@@ -12,7 +12,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from control.page import status_icon as _status_icon
+from control.web.dashboard_context import status_icon as _status_icon
 
 register = template.Library()
 
@@ -20,7 +20,6 @@ CHECK_LABELS = {
     "database": "Database",
     "redis": "Redis",
     "workers": "Workers",
-    "channel_layer": "Channel layer",
 }
 # As django.utils.html.json_script does: JSON that cannot close the <script> it sits in.
 _JSON_ESCAPES = {ord(">"): "\\u003E", ord("<"): "\\u003C", ord("&"): "\\u0026"}
@@ -33,7 +32,7 @@ def status_icon(status: str) -> str:
 
 @register.filter
 def ago(when: datetime | None) -> str:
-    """"5 s ago": the same words static/js/app.js ticks on from there."""
+    """ "5 s ago": the same words static/js/app.js ticks on from there."""
     if when is None:
         return "never"
     seconds = max(0, int((timezone.now() - when).total_seconds()))

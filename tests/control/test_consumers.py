@@ -16,8 +16,8 @@ from django.contrib.auth.models import AnonymousUser
 
 from agents.models import Agent
 from agents.states import Status
-from control.live import hub
-from control.routing import websocket_urlpatterns
+from control.live.hub import hub
+from control.live.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 DEADLINE = 5
@@ -124,7 +124,7 @@ def test_an_announced_change_is_pushed_at_once_not_at_the_next_poll(operator, ma
     """The hub also listens for state-change announcements (agents.runtime.lifecycle): with the
     poll 30 s apart, the change still arrives within the deadline."""
     from agents.runtime import lifecycle
-    from control import live
+    from control.live import hub as live
 
     monkeypatch.setattr(live, "SWEEP_SECONDS", 30.0)
     make_agent("feed")

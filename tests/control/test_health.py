@@ -9,7 +9,7 @@ import pytest
 from agents.runtime import keys, worker_heartbeat
 from control import health
 from control.health import WEIGHTS, score
-from control.page import system_alerts
+from control.web.dashboard_context import system_alerts
 from tests.conftest import WorkerProcess, wait_for
 
 pytestmark = pytest.mark.django_db
@@ -60,10 +60,9 @@ def test_health_needs_a_login(client):
 def test_health_reports_every_check_host_and_stale_heartbeats(viewer_client):
     body = get_health(viewer_client)
     assert isinstance(body["score"], int) and 0 <= body["score"] <= 100
-    assert set(body["checks"]) == {"database", "redis", "workers", "channel_layer"}
+    assert set(body["checks"]) == {"database", "redis", "workers"}
     assert all(isinstance(check["ok"], bool) for check in body["checks"].values())
     assert body["checks"]["database"]["ok"] and body["checks"]["redis"]["ok"]
-    assert body["checks"]["channel_layer"]["ok"]
     for name in ("cpu_percent", "memory_percent", "disk_percent"):
         assert 0 <= body["host"][name] <= 100
     assert body["stale_heartbeats"] == 0
@@ -174,9 +173,9 @@ def test_each_queue_without_a_worker_costs_its_share_of_the_workers_weight():
 
 
 def test_each_failing_check_costs_its_weight():
-    # database 35 + redis 35 pass; workers 20 and channel layer 10 fail.
-    checks = {**ALL_OK, "workers": {"ok": False}, "channel_layer": {"ok": False}}
-    assert score(checks, CALM_HOST, 0) == 70
+    # database 40 + redis 40 pass; workers 20 fail.
+    checks = {**ALL_OK, "workers": {"ok": False}}
+    assert score(checks, CALM_HOST, 0) == 80
 
 
 def test_each_stale_heartbeat_costs_5():
@@ -196,7 +195,7 @@ def test_exactly_90_percent_memory_and_disk_cost_nothing():
 
 
 def test_the_score_never_goes_below_0():
-    checks = {**{name: {"ok": False} for name in WEIGHTS}, "channel_layer": {"ok": True}}
+    checks = {**{name: {"ok": False} for name in WEIGHTS}, "workers": {"ok": True}}
     assert score(checks, {"memory_percent": 99.0, "disk_percent": 99.0}, 10) == 0
 
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from agents.models import Agent, LogEntry
 from agents.states import Status
-from control.live import Hub, Listener
-from control.page import FeedFilter
+from control.live.hub import Hub, Listener
+from control.web.dashboard_context import FeedFilter
 from sessions.models import TradingSession
 
 D = Decimal

@@ -1,4 +1,4 @@
-"""The live log tail /ws/agents/<agent_id>/logs/ (control/log_consumer.py).
+"""The live log tail /ws/agents/<agent_id>/logs/ (control/live/log_consumer.py).
 
 The consumer is driven through channels' WebsocketCommunicator, routed by the project's
 own websocket URLs; a few tests go through the whole ASGI application (origin check,
@@ -25,8 +25,8 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import AnonymousUser
 
 from agents.runtime.logs import OneLineFormatter
-from control.log_consumer import LogFollower
-from control.routing import websocket_urlpatterns
+from control.live.log_consumer import LogFollower
+from control.live.routing import websocket_urlpatterns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -192,7 +192,7 @@ def test_last_active_comes_from_the_loop_and_a_card_without_one_can_still_tick(m
     from django.template.loader import render_to_string
 
     from agents.runtime import keys
-    from control import page
+    from control.web import dashboard_context as page
 
     make_agent("feed")
     card = page.agent_cards()[0]

@@ -9,9 +9,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 
 from agents.models import Agent
 from agents.states import Status
-from control.live import Hub
-from control.page import FeedFilter
-from control.push_budget import PushBudget
+from control.live.budget import PushBudget
+from control.live.hub import Hub
+from control.web.dashboard_context import FeedFilter
 
 
 def test_a_burst_goes_at_once_then_pushes_come_at_the_steady_rate():

@@ -18,7 +18,9 @@ from django.urls import reverse
 
 from agents.runtime import keys
 from agents.states import Desired, Status
-from control import presenters, session_market, session_pages
+from control import presenters
+from control.web import session as session_pages
+from control.web import session_market
 from sessions import broker
 from sessions.metrics import session_metrics
 from sessions.models import Fill, TradingSession

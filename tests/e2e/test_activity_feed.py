@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from agents.models import LogEntry
 from control.demo import seed_agents, seed_sessions
-from control.page import FEED_PAGE
+from control.web.dashboard_context import FEED_PAGE
 from sessions.models import TradingSession
 
 LIVE = 10_000  # ms

@@ -15,9 +15,9 @@ from playwright.sync_api import expect
 
 from agents.models import Agent
 from agents.states import Desired, Status
-from control import page as panel
 from control import presenters
-from control.live import Hub
+from control.live.rendering import render_part
+from control.web import dashboard_context as panel
 from sessions.models import TradingSession
 
 LIVE = 10_000  # ms
@@ -62,9 +62,9 @@ def change_states() -> None:
 
 
 def rendered_from_db() -> dict[str, str]:
-    out = {f"agent-{c.agent_id}": Hub._render("agent-card", {"card": c}, True) for c in panel.agent_cards()}
+    out = {f"agent-{c.agent_id}": render_part("agent-card", {"card": c}, True) for c in panel.agent_cards()}
     for row in panel.session_rows():
-        out[f"session-{row.session_id}"] = Hub._render("session-row", {"row": row}, True)
+        out[f"session-{row.session_id}"] = render_part("session-row", {"row": row}, True)
     return out
 
 

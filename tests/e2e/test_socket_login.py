@@ -1,6 +1,6 @@
 """An open panel follows its login: when the login ends elsewhere (a logout in another
 tab, a password change, a deactivation), the page's socket is closed by the server
-within seconds (control.socket_auth) and the page goes to the login form."""
+within seconds (control.live.socket_auth) and the page goes to the login form."""
 
 from __future__ import annotations
 

@@ -19,8 +19,9 @@ from django.db import connection
 from agents.models import Agent
 from agents.runtime.redis import get_redis
 from agents.states import Status
-from control import health, page
+from control import health
 from control.reconcile import reconcile
+from control.web import dashboard_context as page
 from tests.conftest import wait_for
 from tests.fault.conftest import stop_sessions_and_check, wait_for_new_fills
 

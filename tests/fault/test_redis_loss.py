@@ -37,7 +37,7 @@ from tests.fault.conftest import (
 
 def delete_every_project_key() -> int:
     """What a careless `DEL prefix*` does: leases, flags, heartbeats, streams, consumer
-    groups, cursors, Celery's queues and bindings, the channel layer. Other users of the
+    groups, cursors, Celery's queues and bindings. Other users of the
     same Redis keep theirs."""
     client = get_redis()
     found = list(client.scan_iter(match=f"{settings.REDIS_PREFIX}*", count=1000))

@@ -3,7 +3,7 @@ could not take pushes for a while, or dropped and came back, what it received, a
 in order as htmx applies out-of-band swaps, equals a fresh render of the page's parts
 from the database.
 
-Pushes do not go through the channel layer: the hub (control/live.py) calls each
+There is no channel layer: the hub (control/live/hub.py, control/live/delivery.py) calls each
 consumer's deliver(). "Overflow" is a consumer whose send fails (ChannelFull, as a full
 channel raises) while states change; then it takes messages again.
 
@@ -28,9 +28,11 @@ from channels.testing import WebsocketCommunicator
 
 from agents.models import Agent
 from agents.states import Desired, Status
-from control import health, page
-from control.live import Hub, hub
-from control.routing import websocket_urlpatterns
+from control import health
+from control.live.hub import hub
+from control.live.rendering import render_part
+from control.live.routing import websocket_urlpatterns
+from control.web import dashboard_context as page
 from sessions.models import TradingSession
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -73,11 +75,11 @@ class PageModel:
 
 def rendered_from_db() -> dict[str, str]:
     """Every compared part, rendered now from the database (as an operator sees it)."""
-    out = {"system-panel": normal(Hub._render("system-panel", page.system_panel(), True))}
+    out = {"system-panel": normal(render_part("system-panel", page.system_panel(), True))}
     for card in page.agent_cards():
-        out[f"agent-{card.agent_id}"] = normal(Hub._render("agent-card", {"card": card}, True))
+        out[f"agent-{card.agent_id}"] = normal(render_part("agent-card", {"card": card}, True))
     for row in page.session_rows():
-        out[f"session-{row.session_id}"] = normal(Hub._render("session-row", {"row": row}, True))
+        out[f"session-{row.session_id}"] = normal(render_part("session-row", {"row": row}, True))
     return out
 
 

@@ -26,7 +26,8 @@ from agents.models import Agent
 from agents.runtime import keys
 from agents.runtime.redis import get_redis
 from agents.states import Status
-from control import page, services
+from control import services
+from control.web import dashboard_context as page
 from sessions.models import TradingSession
 from tests.conftest import wait_for
 from tests.fault.conftest import Market, assert_ledger_consistent, wait_for_new_fills

@@ -1,6 +1,6 @@
 """Every HTTP route of the URLconf and every websocket route, as concrete paths.
 
-Read from django.urls.get_resolver() and control.routing, not listed by hand, so a route
+Read from django.urls.get_resolver() and control.live.routing, not listed by hand, so a route
 added later is tested without anyone remembering to.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.resolvers import RegexPattern, RoutePattern
 
-from control.page_views import SESSION_ACTIONS
+from control.web.dashboard import SESSION_ACTIONS
 
 AGENT_ID = "feed"
 SESSION_ID = "runner"
@@ -81,6 +81,6 @@ def http_routes() -> list[Route]:
 
 
 def websocket_paths() -> list[str]:
-    from control.routing import websocket_urlpatterns
+    from control.live.routing import websocket_urlpatterns
 
     return [path for pattern in websocket_urlpatterns for path in _fill(str(pattern.pattern))]

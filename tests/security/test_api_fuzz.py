@@ -30,8 +30,8 @@ from schemathesis.core import NOT_SET
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from control.api import api
-from control.api_sessions import SessionIn
+from control.api.app import api
+from control.api.sessions import SessionIn
 from control.demo import DEMO_AGENTS, DEMO_SESSIONS, seed_agents, seed_sessions
 from control.models import ApiToken, hash_token
 
@@ -122,7 +122,7 @@ def validate_session_types(case: Any, response: Any) -> None:
     if case.meta is None or ParameterLocation.BODY not in case.meta.components or body is NOT_SET:
         return
     if isinstance(body, bytes | str):
-        return  # not a JSON value: refused before the model (control.api_json)
+        return  # not a JSON value: refused before the model (control.api.parser)
     try:
         SessionIn.model_validate_json(json.dumps(body))
     except PydanticValidationError as exc:

@@ -20,7 +20,7 @@ from django.test import Client
 
 from agents.models import Agent
 from control import presenters
-from control.api import api
+from control.api.app import api
 from sessions.models import TradingSession
 from tests.security.routes import AGENT_ID, SESSION_ID
 

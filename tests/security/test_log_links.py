@@ -15,7 +15,7 @@ from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
 from agents.runtime.logs import LogFileRefused, open_log
-from control.routing import websocket_urlpatterns
+from control.live.routing import websocket_urlpatterns
 
 SECRET = "root:x:0:0:SECRET-LINE"
 LINE = "2026-11-24T12:00:01.000Z INFO agents.agent.feed: hello"
@@ -170,7 +170,7 @@ def test_a_file_planted_before_the_connect_is_refused(dirs, make_agent, viewer, 
 
 @pytest.mark.parametrize("plant", [p for p in PLANTS if p.id != "directory"])
 def test_the_cards_do_not_show_a_file_planted_after_they_read_the_log(dirs, plant):
-    from control.page import card_log_lines
+    from control.web.dashboard_context import card_log_lines
 
     log_dir, secret = dirs
     (log_dir / "feed.log").write_text(f"{LINE}\n")

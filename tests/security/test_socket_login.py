@@ -1,7 +1,7 @@
 """An open websocket closes within seconds when its login ends: logout, deactivation,
 a password change (the session's auth hash no longer matches), or, for a socket opened
 with the `control` permission, that permission removed. Every socket route, through the
-whole ASGI application with a real session cookie (control.socket_auth)."""
+whole ASGI application with a real session cookie (control.live.socket_auth)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Permission
 from django.test import Client
 
-from control import socket_auth
+from control.live import socket_auth
 from tests.security.routes import websocket_paths
 
 pytestmark = pytest.mark.django_db(transaction=True)

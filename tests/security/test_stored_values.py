@@ -21,8 +21,8 @@ from django.db import connection, models
 from django.db.models import Value
 
 from agents.models import Agent
-from control import page
-from control.live import Hub
+from control.live.hub import Hub
+from control.web import dashboard_context as page
 from sessions.models import TradingSession
 from tests.security.routes import AGENT_ID, SESSION_ID
 

@@ -7,7 +7,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
 
-from control.ws_origin import origin_allowed
+from control.live.origin import origin_allowed
 from tests.security.routes import websocket_paths
 
 HOST = "127.0.0.1:8000"

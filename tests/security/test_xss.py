@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agents.models import Agent, LogEntry
-from control.live import Hub
+from control.live.hub import Hub
 from sessions.models import TradingSession
 
 pytestmark = pytest.mark.django_db

@@ -4,7 +4,6 @@ partial of what it changed, plus a toast (HX-Trigger). Refusals keep their HTTP 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -12,12 +11,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import trigger_client_event
 
 from agents.models import Agent
-from control import page, services
+from control import services
 from control.auth import require_control
 from control.errors import InvalidInput, ServiceError
 from control.query import BadParameter, int_param
+from control.web import dashboard_context as page
 from sessions.forms import SessionCreateForm
 
 TEMPLATE = "control/index.html"
@@ -40,8 +41,7 @@ def _partial(request: HttpRequest, name: str, context: dict[str, Any], status: i
 def _toast(response: HttpResponse, level: str, message: str) -> HttpResponse:
     # Fired on <body>, not on the button: a live push may have replaced the button (and
     # detached it from the page) before this response arrives.
-    response["HX-Trigger"] = json.dumps({"toast": {"level": level, "message": message, "target": "body"}})
-    return response
+    return trigger_client_event(response, "toast", {"level": level, "message": message, "target": "body"})
 
 
 def _act(

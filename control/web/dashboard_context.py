@@ -336,10 +336,6 @@ def system_alerts(report: dict[str, Any]) -> list[dict[str, str]]:
         # The workers check names each queue without a worker, and what stops.
         text = checks["workers"].get("error") or "no Celery worker is running"
         alerts.append({"level": "danger", "text": f"{text[:1].upper()}{text[1:]}."})
-    if not checks.get("channel_layer", {}).get("ok", True):
-        alerts.append(
-            {"level": "warning", "text": "The channel layer does not answer: live updates may stall."}
-        )
     for agent_id, message in Agent.objects.filter(status=Status.ERROR).values_list(
         "agent_id", "error_message"
     )[:10]:

@@ -9,14 +9,13 @@ htmx every 2 s:
 * `?partial=fills&offset=N`: one page of the fills, newest first (FILLS_PAGE at a time).
 
 The charts are drawn by static/js/session_detail.js from chart.json: OHLC candles built
-(control.session_market) from the bar messages in the streams of the execution agent's market inputs (the
+(control.web.session_market) from the bar messages in the streams of the execution agent's market inputs (the
 prices the paper broker fills at), buy/sell markers at the fills, and the equity curve.
 Times are unix seconds (UTC), as lightweight-charts expects.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -30,14 +29,16 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_GET
+from django_htmx.http import HttpResponseStopPolling, reswap, trigger_client_event
 
 from agents.runtime.redis import get_redis
 from agents.validators import stored_symbols
-from control import presenters, session_market
+from control import presenters
 from control.errors import NotFound, json_error
-from control.page import status_icon
 from control.query import BadParameter, decimal_param, int_param
-from control.session_market import (
+from control.web import session_market
+from control.web.dashboard_context import status_icon
+from control.web.session_market import (
     Bar,
     build_candles,
     market_producers,
@@ -82,12 +83,10 @@ def session_detail(request: HttpRequest, session_id: str) -> HttpResponse:
 def _gone(session_id: str) -> HttpResponse:
     """A poll for a session deleted meanwhile: htmx stops polling on 286; the page is left
     as it is, and says why once."""
-    response = HttpResponse(status=286)
-    response["HX-Reswap"] = "none"
-    response["HX-Trigger"] = json.dumps(
-        {"toast": {"level": "warning", "message": f"Session {session_id} no longer exists."}}
+    response = reswap(HttpResponseStopPolling(), "none")
+    return trigger_client_event(
+        response, "toast", {"level": "warning", "message": f"Session {session_id} no longer exists."}
     )
-    return response
 
 
 def _not_found(request: HttpRequest, session_id: str) -> HttpResponse:

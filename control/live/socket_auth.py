@@ -31,6 +31,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 
 from control.auth import may_control
+from control.live.token_auth import SCOPE_KEY, token_still_valid
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ async def login_lost(scope: dict[str, Any], *, had_control: bool) -> int | None:
     original = scope.get("user")
     if original is None or not original.is_authenticated:
         return CLOSE_UNAUTHENTICATED
-    if "session" in scope:
+    if SCOPE_KEY in scope:  # a program's socket: its API token (control.live.token_auth)
+        user = await token_still_valid(scope[SCOPE_KEY])
+    elif "session" in scope:
         key = scope["session"].session_key
         if not key:
             return CLOSE_UNAUTHENTICATED

@@ -1,5 +1,5 @@
 """The JSON API's paper trading sessions (API.md "Paper trading sessions"): thin
-endpoints over control.services and control.presenters, mounted by control.api."""
+endpoints over control.services and control.presenters, mounted by control.api.app."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic import AfterValidator, Field
 
 from agents.validators import MAX_SESSION_SYMBOLS, SYMBOL
 from control import presenters, services
-from control.api_common import BODY_ERRORS, ERRORS, JsonInt, StrictBody, optional
+from control.api.schemas import BODY_ERRORS, ERRORS, JsonInt, StrictBody, optional
 from control.auth import require_control
 
 # --- paper trading sessions ---------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Pages, /healthz and the log tail (kept at its old path outside /api/)."""
+"""The log tail, kept at its old path outside /api/: /system/agents/<agent_id>/logs."""
 
 from __future__ import annotations
 
@@ -8,20 +8,12 @@ from django.views.decorators.http import require_GET
 
 from agents.models import Agent
 from agents.runtime.logs import LogFileRefused, log_path, open_log, tail
-from control import health
 from control.auth import request_user
 from control.errors import Throttled, json_error
 from control.query import BadParameter, int_param
 
 MAX_LINES = 5000
 
-
-@login_not_required
-@require_GET
-def healthz(request: HttpRequest) -> JsonResponse:
-    """No auth: 200 {"ok": true} when the database and Redis answer, else 503 {"ok": false}."""
-    ok = health.liveness()
-    return JsonResponse({"ok": ok}, status=200 if ok else 503)
 
 @login_not_required
 @require_GET

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from control import consumers, log_consumer
+from control.live import consumers, log_consumer
 
 websocket_urlpatterns = [
     path("ws/control/", consumers.ControlConsumer.as_asgi()),

@@ -1,6 +1,6 @@
 """The market data of a session, read from the streams that price it: which agents they
 are, whether they are simulated, and the bars turned into OHLC candles for its chart
-(control.session_pages)."""
+(control.web.session)."""
 
 from __future__ import annotations
 

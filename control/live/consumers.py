@@ -1,7 +1,7 @@
 """The panel's websockets: /ws/control/ (HTML for htmx) and /ws/events/ (JSON for programs).
 
-Both only listen to the per-process hub (control.live); they never query on their own,
-except for the login check (control.socket_auth). Anonymous connections are refused
+Both only listen to the per-process hub (control.live.hub); they never query on their own,
+except for the login check (control.live.socket_auth). Anonymous connections are refused
 (closed with 4401); an open socket closes with 4401 when its login ends and with 4403
 when it was opened with the `control` permission and that is removed.
 """
@@ -14,9 +14,9 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from control.auth import may_control
-from control.live import hub
-from control.page import FeedFilter
-from control.socket_auth import LoginWatch
+from control.live.hub import hub
+from control.live.socket_auth import LoginWatch
+from control.web.dashboard_context import FeedFilter
 
 UNAUTHENTICATED = 4401
 

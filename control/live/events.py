@@ -11,8 +11,8 @@ from typing import Any
 
 from django.utils import timezone
 
-from control import page
 from control.presenters import fill_dict
+from control.web import dashboard_context as page
 from sessions.models import Fill
 
 METRICS = ("equity", "pnl", "pnl_pct", "trades", "cash")

@@ -15,14 +15,13 @@ Errors are ``{"type": "error", "detail": "<sentence>"}`` followed by a close.
 Query parameters (both optional): ``level`` (minimum level, as in the tail endpoint)
 and ``q`` (case-insensitive substring).
 
-Close codes: 4401 anonymous (also when the login ends while open: control.socket_auth),
+Close codes: 4401 anonymous (also when the login ends while open: control.live.socket_auth),
 4400 bad parameter, 4404 unknown agent (or what lies at the
 log's name is not a plain file: agents.runtime.logs.open_log), 1011 reading failed.
 
 File polling is the mechanism on purpose: it needs nothing from the agent's process (the
 worker may be another machine's, sharing LOG_DIR) and nothing from Redis, so the log can
-be watched exactly when Redis or the workers are in trouble. For the same reason this
-consumer does not join the channel layer.
+be watched exactly when Redis or the workers are in trouble.
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ from agents.runtime.logs import (
     log_path,
     open_log,
 )
-from control.socket_auth import LoginWatch
+from control.live.socket_auth import LoginWatch
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +68,6 @@ CLOSE_UNAUTHENTICATED = 4401
 CLOSE_BAD_REQUEST = 4400
 CLOSE_NOT_FOUND = 4404
 CLOSE_INTERNAL_ERROR = 1011
-
-# Not a configured alias: get_channel_layer() answers None for it, so the consumer opens
-# no channel-layer connection (it needs none; see the module docstring).
-NO_CHANNEL_LAYER = "log-tail-uses-no-channel-layer"
 
 
 @dataclass
@@ -316,7 +311,6 @@ def parse_filters(query_string: bytes) -> tuple[int | None, str | None]:
 class LogTailConsumer(AsyncJsonWebsocketConsumer):
     """Streams new lines of one agent's log file to an authenticated user."""
 
-    channel_layer_alias = NO_CHANNEL_LAYER
     poll_seconds = POLL_SECONDS
 
     follower: LogFollower | None = None

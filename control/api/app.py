@@ -17,9 +17,9 @@ from ninja.security import APIKeyCookie, HttpBearer
 
 from agents.models import Agent
 from control import health, presenters, services
-from control.api_common import BODY_ERRORS, ERRORS, reason
-from control.api_json import StrictJSONParser
-from control.api_sessions import sessions as sessions_router
+from control.api.parser import StrictJSONParser
+from control.api.schemas import BODY_ERRORS, ERRORS, reason
+from control.api.sessions import sessions as sessions_router
 from control.auth import bearer_user, docs_login_required, require_control
 from control.errors import Forbidden, NotFound, ServiceError, json_error
 
@@ -75,7 +75,7 @@ api = NinjaAPI(
     # The schema and the docs page need a login too (DESIGN.md "Security": every page).
     docs_decorator=docs_login_required,
     urls_namespace="api",
-    # Every body is read by control.api_json: JSON only, strictly.
+    # Every body is read by control.api.parser: JSON only, strictly.
     parser=StrictJSONParser(),
 )
 
@@ -146,7 +146,7 @@ def _invalid(request, exc: NinjaValidationError):
 @api.exception_handler(HttpError)
 def _http_error(request, exc: HttpError):
     if isinstance(exc.__cause__, ServiceError):
-        # ninja wraps whatever its body parser raises (control.api_json) in a 400.
+        # ninja wraps whatever its body parser raises (control.api.parser) in a 400.
         return _viewer_refusal(request) or _service_error(request, exc.__cause__)
     return _error(request, exc.status_code, str(exc), "malformed" if exc.status_code == 400 else "error")
 
@@ -242,7 +242,7 @@ def system_stop(request):
 
 @system.get("/health", response={200: dict[str, Any], **ERRORS})
 def system_health(request):
-    """Database, Redis, workers, channel layer, host and stale heartbeats, with a score."""
+    """Database, Redis, workers, host and stale heartbeats, with a score."""
     return health.health()
 
 

@@ -10,8 +10,10 @@ exact and `*.domain` forms Django accepts). channels' AllowedHostsOriginValidato
 compared the host only, so any port or scheme passed.
 
 A handshake without an Origin, or with `null` (a sandboxed frame, a file), is refused:
-browsers always send one, and the sockets take no bearer tokens, so only a cookie could
-authenticate a program that omits it.
+browsers always send one, and without a token only a cookie could authenticate a program
+that omits it. A handshake with an API token on a route that takes one
+(control.live.token_auth) needs no Origin: its cookies are dropped, so it is the token's
+user's alone, and a page cannot set the header.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.http.request import split_domain_port, validate_host
 from django.utils.http import is_same_domain
+
+from control.live.token_auth import bearer_token, without_cookies
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -111,6 +115,8 @@ class SameOriginOnly:
         self.application = application
 
     async def __call__(self, scope, receive, send):
+        if bearer_token(scope) is not None:
+            return await self.application(without_cookies(scope), receive, send)
         if scope["type"] == "websocket" and not origin_allowed(scope):
             return await WebsocketDenier()(scope, receive, send)
         return await self.application(scope, receive, send)

@@ -28,7 +28,7 @@ ERRORS = {
 }
 # Endpoints that read a JSON body: also 413 over DATA_UPLOAD_MAX_MEMORY_SIZE and 422
 # for well-formed but invalid values (400 there: not JSON, or not the expected shape).
-# 415 for a body not declared as JSON (control.api_json).
+# 415 for a body not declared as JSON (control.api.parser).
 BODY_ERRORS = {413: ErrorOut, 415: ErrorOut, 422: ErrorOut, **ERRORS}
 
 

@@ -1,0 +1,1 @@
+"""The websockets: the per-process live hub, its consumers, the log tail socket, origin and login checks."""

@@ -1,0 +1,1 @@
+"""The pages and their htmx partials: the dashboard, the session page, the log viewer."""
