@@ -243,7 +243,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 class _JSONFormField(JSONFormField):
     """The admin's JSON box: an object with a key twice is refused (json keeps the last
-    one silently, and the API refuses it: control.api_json), JSON too deep for Python's
+    one silently, and the API refuses it: control.api.parser), JSON too deep for Python's
     parser ("[[[[...") is refused like other bad JSON, and a refused document is shown
     again as it was typed, a lone surrogate as its escape (the page could not be sent
     with the character itself)."""

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from control.session_market import market_producers
+from control.web.session_market import market_producers
 from sessions.forms import SessionCreateForm
 from sessions.models import TradingSession
 
