@@ -76,7 +76,7 @@ class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
     """Django's error reports (the DEBUG pages, the error mails) without URL passwords.
 
     Django hides settings whose *names* look secret (KEY, PASS, TOKEN...), but REDIS_URL,
-    CELERY_BROKER_URL and CHANNEL_LAYERS' hosts carry a password inside a URL, and a
+    CELERY_BROKER_URL (and any other URL setting) carry a password inside a URL, and a
     frame's local variables may hold one too: every text value is masked here."""
 
     def cleanse_setting(self, key, value):

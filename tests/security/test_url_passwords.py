@@ -131,12 +131,17 @@ def test_the_console_log_format_masks_url_passwords():
 
 def test_django_error_pages_mask_url_passwords_in_settings_and_frames(client, settings):
     """DEBUG pages (a bad Host's 400, a crash's 500) list the settings and each frame's
-    variables: a password inside REDIS_URL, the broker URL or the channel layer's hosts
+    variables: a password inside REDIS_URL, the broker URL or a cache's location
     must not show, although their names do not look secret to Django."""
     settings.DEBUG = True
     settings.REDIS_URL = DEAD_REDIS_WITH_PASSWORD
     settings.CELERY_BROKER_URL = DEAD_REDIS_WITH_PASSWORD
-    settings.CHANNEL_LAYERS = {"default": {"CONFIG": {"hosts": [DEAD_REDIS_WITH_PASSWORD]}}}
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": DEAD_REDIS_WITH_PASSWORD,
+        }
+    }
     client.raise_request_exception = False
 
     bad_host = client.get("/", headers={"host": "evil.example"})
