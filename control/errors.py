@@ -76,6 +76,7 @@ class Throttled(ServiceError):
         # Every 429 says when to come back, so a well-behaved client waits, not hammers.
         return {"Retry-After": str(self.retry_after)}
 
+
 class MalformedRequest(ServiceError):
     """The request cannot be read: not JSON, duplicate keys, or not the expected shape."""
 

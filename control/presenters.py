@@ -113,7 +113,7 @@ def agent_dict(
     outputs: list[str] | None = None,
     note: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One agent in the shape of API.md. Lists pass `inputs`/`outputs` (from
+    """One agent in the shape of docs/api.md. Lists pass `inputs`/`outputs` (from
     agents.graph.parents_of) or prefetch inputs_from and outputs_to."""
     if inputs is None:
         inputs = sorted(a.agent_id for a in agent.inputs_from.all())
@@ -143,7 +143,7 @@ def agent_dict(
 
 
 def agent_dicts(agents: Iterable[Agent], parents: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
-    """Agents as API.md shows them, in a fixed number of queries (`parents`: every edge,
+    """Agents as docs/api.md shows them, in a fixed number of queries (`parents`: every edge,
     from agents.graph.parents_of, else the agents' prefetched relations)."""
     agents = list(agents)
     metrics = live_metrics([a.agent_id for a in agents])
@@ -171,7 +171,7 @@ def agents_queryset():
 
 
 def system_status() -> dict[str, Any]:
-    """Overall status derived from observed states (API.md GET /api/system/status)."""
+    """Overall status derived from observed states (docs/api.md GET /api/system/status)."""
     counts = {s: 0 for s in ("running", "stopped", "error", "starting", "stopping")}
     total = 0
     enabled_total = enabled_running = 0
@@ -239,7 +239,7 @@ def ratio(value: Decimal | None) -> float | None:
 def session_dict(
     session: TradingSession, numbers: dict[str, Any], note: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """One session in the shape of API.md; `numbers` holds cash, equity, pnl, pnl_pct and
+    """One session in the shape of docs/api.md; `numbers` holds cash, equity, pnl, pnl_pct and
     trades from its ledger (session_metrics, or session_numbers for a list); `note` what
     its loop goes through (loop_notes)."""
     return {
@@ -458,7 +458,7 @@ def session_equity(session_id: str, cap: int | None = None) -> dict[str, Any]:
 
 
 def session_counts() -> dict[str, int]:
-    """Sessions by observed status, with the total (API.md GET /api/system/status)."""
+    """Sessions by observed status, with the total (docs/api.md GET /api/system/status)."""
     counts = {"total": 0, **{s.value: 0 for s in Status}}
     for row in TradingSession.objects.order_by().values("status").annotate(n=Count("session_id")):
         counts["total"] += row["n"]

@@ -97,6 +97,7 @@ _SESSION_RULES: dict[str, dict[str, str | None]] = {
     },
 }
 
+
 def check_session(action: str, session) -> None:
     """Raise TransitionRefused unless `action` is allowed for `session` now."""
     name = f"Session {session.session_id}"

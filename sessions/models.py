@@ -79,7 +79,7 @@ class TradingSession(RunnableState):
         on_delete=models.PROTECT,
         related_name="executed_sessions",
     )
-    # Kept for its history, but left out of "start everything" (API.md system start).
+    # Kept for its history, but left out of "start everything" (docs/api.md system start).
     archived = models.BooleanField(default=False)
     starting_cash = money_field(
         validators=[MinValueValidator(Decimal("0.01")), MaxValueValidator(money.MAX_STARTING_CASH)]

@@ -1,7 +1,7 @@
 """The arithmetic of the `technical` kind: talipp indicators per price series, and scores.
 
 Kept apart from the kind (technical.py) so the maths can be tested on known numbers
-without a context. The indicators themselves are talipp's incremental ones (DESIGN.md:
+without a context. The indicators themselves are talipp's incremental ones (docs/architecture.md, Layers:
 no hand-rolled copies of common indicators); this module only feeds them and turns
 their latest values into component scores in [-1, 1], positive meaning "buy".
 """

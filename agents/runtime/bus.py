@@ -1,4 +1,4 @@
-"""Reading the streams of an agent's inputs (DESIGN.md "Data between agents").
+"""Reading the streams of an agent's inputs (docs/architecture.md "Data between agents").
 
 Each producer writes `stream:agent:<id>` (fenced, see lease.py). A consumer reads the
 streams of its `inputs_from` with its own cursor per producer, kept in Redis

@@ -36,7 +36,7 @@ def metrics(kind: str, rid: str) -> str:
 
 
 def stream(kind: str, rid: str) -> str:
-    """The runnable's output stream (DESIGN.md: stream:agent:<id>)."""
+    """The runnable's output stream (docs/architecture.md: stream:agent:<id>)."""
     return _k("stream", kind, rid)
 
 

@@ -1,4 +1,4 @@
-"""The JSON API (API.md): thin endpoints over control.services.
+"""The JSON API (docs/api.md): thin endpoints over control.services.
 
 Schema at /api/openapi.json, interactive docs at /api/docs.
 """
@@ -72,7 +72,7 @@ api = NinjaAPI(
     "Authenticate with a browser session or `Authorization: Bearer <token>` "
     "(`python manage.py issue_token <username>`).",
     auth=[SessionAuth(), TokenAuth()],
-    # The schema and the docs page need a login too (DESIGN.md "Security": every page).
+    # The schema and the docs page need a login too (docs/architecture.md, Auth: every page).
     docs_decorator=docs_login_required,
     urls_namespace="api",
     # Every body is read by control.api.parser: JSON only, strictly.

@@ -18,7 +18,7 @@ MAX_LINES = 5000
 @login_not_required
 @require_GET
 def agent_logs(request: HttpRequest, agent_id: str):
-    """Last N lines of the agent's log file (API.md "Log tail")."""
+    """Last N lines of the agent's log file (docs/api.md "Log tail")."""
     try:
         user = request_user(request)
     except Throttled as exc:

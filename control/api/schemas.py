@@ -14,7 +14,7 @@ class ErrorOut(Schema):
     errors: list[dict[str, str]] | None = None
 
 
-# What any endpoint may answer besides its success (API.md "Conventions"): 400 for a
+# What any endpoint may answer besides its success (docs/api.md "Conventions"): 400 for a
 # malformed request (e.g. a NUL byte in the address, control.middleware); 429 is the
 # throttle on bad bearer tokens (control.throttle).
 ERRORS = {

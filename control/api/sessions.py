@@ -1,4 +1,4 @@
-"""The JSON API's paper trading sessions (API.md "Paper trading sessions"): thin
+"""The JSON API's paper trading sessions (docs/api.md "Paper trading sessions"): thin
 endpoints over control.services and control.presenters, mounted by control.api.app."""
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ partials the page was first rendered with, sent as out-of-band swaps on /ws/cont
 as JSON events on /ws/events/. Announced changes are re-read and pushed at once; an object
 changing 50 times a second is pushed a few times a second (control.live.budget), its
 latest state when its turn comes. The runtime never has to know about the page
-(DESIGN.md: the runtime does not import control).
+(docs/architecture.md, Layers: the runtime does not import control).
 
 Nothing is lost for good: a socket that drops reconnects and the page re-fetches every
 part (GET /ui/panel); a new socket first gets every part as the hub last rendered it; a

@@ -1,4 +1,4 @@
-"""The live log tail: /ws/agents/<agent_id>/logs/ (API.md "Websockets").
+"""The live log tail: /ws/agents/<agent_id>/logs/ (docs/api.md "Websockets").
 
 The consumer follows the agent's log file like ``tail -F``: it starts at the end of the
 file (history comes from the JSON tail endpoint), waits for a file that does not exist

@@ -1,4 +1,4 @@
-"""Websocket routes (API.md "Websockets"); all of them require a logged-in user."""
+"""Websocket routes (docs/api.md "Websockets"); all of them require a logged-in user."""
 
 from django.urls import path
 

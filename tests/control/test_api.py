@@ -1,4 +1,4 @@
-"""The JSON API under /api/ (API.md "Conventions", "System", "Agents"), /healthz and the panel.
+"""The JSON API under /api/ (docs/api.md "Conventions", "System", "Agents"), /healthz and the panel.
 
 Tests run under pytest-django's `db` fixture: transaction.on_commit callbacks never run,
 so control actions record their change without sending a Celery task.
@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
-# The agent object of API.md ("Add fields freely; do not rename or drop the ones named here").
+# The agent object of docs/api.md ("Add fields freely; do not rename or drop the ones named here").
 AGENT_FIELDS = {
     "agent_id",
     "name",

@@ -1,4 +1,4 @@
-"""Management commands (API.md "Management commands").
+"""Management commands (docs/api.md "Management commands").
 
 Happy paths run in-process with call_command (under `db`, so on_commit tasks are not
 sent); failure paths run `manage.py` in a subprocess, as an operator would.

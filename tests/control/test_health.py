@@ -1,4 +1,4 @@
-"""GET /api/system/health and the score behind it (API.md "System")."""
+"""GET /api/system/health and the score behind it (docs/api.md "System")."""
 
 import json
 import time

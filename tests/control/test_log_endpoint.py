@@ -1,4 +1,4 @@
-"""The log tail at /system/agents/<agent_id>/logs (API.md "Log tail"), kept outside /api/."""
+"""The log tail at /system/agents/<agent_id>/logs (docs/api.md "Log tail"), kept outside /api/."""
 
 import pytest
 

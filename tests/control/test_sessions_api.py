@@ -1,4 +1,4 @@
-"""The paper trading sessions part of the JSON API (API.md "Paper trading sessions") and
+"""The paper trading sessions part of the JSON API (docs/api.md "Paper trading sessions") and
 the session counts of GET /api/system/status.
 
 Tests run under pytest-django's `db` fixture: transaction.on_commit callbacks run only
@@ -30,7 +30,7 @@ D = Decimal
 BASE = "/api/paper-trading/sessions"
 DEAD_REDIS = "redis://127.0.0.1:1/0"
 
-# The session object of API.md, plus the risk fields and error_message.
+# The session object of docs/api.md, plus the risk fields and error_message.
 SESSION_FIELDS = {
     "session_id",
     "name",
