@@ -1,7 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_not_required
+from django.templatetags.static import static
 from django.urls import path
 from django.views.decorators.http import require_safe
+from django.views.generic import RedirectView
 
 from control.api import healthz, log_tail
 from control.api.app import api
@@ -9,6 +12,12 @@ from control.throttle import throttled_login
 from control.web import dashboard, log_viewer, session
 
 urlpatterns = [
+    # Browsers ask for /favicon.ico on pages that name no icon (the admin, the API docs).
+    path(
+        "favicon.ico",
+        login_not_required(require_safe(RedirectView.as_view(url=static("favicon.svg"), permanent=True))),
+        name="favicon",
+    ),
     # The page changes nothing: other methods are 405 (a POST rendered it with 200).
     path("", require_safe(dashboard.index), name="index"),
     # The panel's htmx endpoints (HTML fragments; programs use /api/).

@@ -93,8 +93,15 @@ def test_an_agent_edit_writes_only_what_changed_audits_and_mirrors(
 
 def test_a_session_edit_is_audited_and_says_when_a_restart_is_needed(make_agent, operator):
     make_agent("decider", kind="decision", role="decision")
+    make_agent("first", kind="decision", role="decision")
+    make_agent("broker", kind="execution", role="execution")
     session = TradingSession.objects.create(
-        session_id="alpha", name="Alpha", starting_cash=Decimal(1000), symbols=["BTC-USD"]
+        session_id="alpha",
+        name="Alpha",
+        starting_cash=Decimal(1000),
+        symbols=["BTC-USD"],
+        decision_agent_id="first",
+        execution_agent_id="broker",
     )
     TradingSession.objects.filter(pk="alpha").update(status=Status.RUNNING, desired_state=Desired.RUNNING)
     applied = services.update_session("alpha", {"max_orders_per_minute": 3}, user=operator)

@@ -19,6 +19,7 @@ pytestmark = pytest.mark.django_db
 # Routes that answer without a login, on purpose.
 PUBLIC = {
     "healthz": "the liveness probe of load balancers (up or down, nothing else)",
+    "favicon": "a redirect to the site's icon, which browsers ask for on any page",
     "login": "the login page",
     "admin-login": "the admin's login page (throttled, ahead of admin.site.urls)",
     "agent_logs_unknown_path": "a 404 sentence for any caller: it names nothing that exists",

@@ -78,8 +78,7 @@ def test_a_session_edit_in_the_admin_is_audited_and_says_when_it_needs_a_restart
 ):
     from agents.models import LogEntry
 
-    make_agent("decider", kind="decision", role="decision", symbols=["BTC-USD", "ETH-USD"])
-    session = make_session()  # running
+    session = make_session(execution_agent_id="broker")  # running, no decision agent yet
     response = admin_client.post(
         f"/admin/trading_sessions/tradingsession/{session.pk}/change/",
         form_data(session, decision_agent="decider", max_orders_per_minute="3"),
