@@ -64,17 +64,24 @@ VIA = (
 # Stamps every card the page inserts: {seq: epoch ms} (performance.timeOrigin + now()).
 OBSERVER_JS = """
 () => {
+  // Pushes morph a card in place (idiomorph): a change may add no node, only text, so
+  // every mutation is traced to the card it happened in.
   window.__benchSeen = {};
+  const seen = (card, t) => {
+    const m = /bench change (\\d+)\\b/.exec(card.textContent);
+    if (m && !(m[1] in window.__benchSeen)) window.__benchSeen[m[1]] = t;
+  };
   new MutationObserver((records) => {
     const t = performance.timeOrigin + performance.now();
     for (const record of records) {
+      const target = record.target.nodeType === 1 ? record.target : record.target.parentElement;
+      const card = target && target.closest('[id^="agent-"]');
+      if (card) seen(card, t);
       for (const node of record.addedNodes) {
-        if (node.nodeType !== 1 || !node.id || !node.id.startsWith('agent-')) continue;
-        const m = /bench change (\\d+)\\b/.exec(node.textContent);
-        if (m && !(m[1] in window.__benchSeen)) window.__benchSeen[m[1]] = t;
+        if (node.nodeType === 1 && node.id && node.id.startsWith('agent-')) seen(node, t);
       }
     }
-  }).observe(document.body, {childList: true, subtree: true});
+  }).observe(document.body, {childList: true, subtree: true, characterData: true});
 }
 """
 
