@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from agents.graph import inputs_refusal
 from agents.kinds import ConfigError, UnknownKind, kind_names, validate_config
-from agents.models import RUNNABLE_STATE_FIELDS, Agent, LogEntry
+from agents.models import AGENT_EDITABLE_FIELDS, RUNNABLE_STATE_FIELDS, Agent, LogEntry
 
 OBSERVED = (*RUNNABLE_STATE_FIELDS, "last_active", "config_version", "created_at", "updated_at")
 
@@ -24,18 +24,7 @@ class AgentForm(forms.ModelForm):
 
     class Meta:
         model = Agent
-        fields = [
-            "agent_id",
-            "name",
-            "kind",
-            "role",
-            "enabled",
-            "symbols",
-            "config",
-            "inputs_from",
-            "position_x",
-            "position_y",
-        ]
+        fields = ["agent_id", *AGENT_EDITABLE_FIELDS]
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)

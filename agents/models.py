@@ -87,6 +87,21 @@ class Agent(RunnableState):
         return f"{self.name} ({self.agent_id})"
 
 
+# What a person may edit on an agent (the admin's form, control.services.update_agent):
+# the rest is the loop's (RunnableState) or the database's.
+AGENT_EDITABLE_FIELDS = (
+    "name",
+    "kind",
+    "role",
+    "enabled",
+    "symbols",
+    "config",
+    "inputs_from",
+    "position_x",
+    "position_y",
+)
+
+
 class LogEntry(models.Model):
     """A line for the panel: loop events, errors, and the audit trail of who did what."""
 

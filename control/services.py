@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from agents.graph import inputs_refusal, upstream_first
 from agents.kinds import ConfigError, UnknownKind, validate_config
-from agents.models import Agent, LogEntry
+from agents.models import AGENT_EDITABLE_FIELDS, Agent, LogEntry
 from agents.net.redact import redact_text, redact_url
 from agents.runtime import keys, lifecycle
 from agents.runtime.redis import get_redis
@@ -174,17 +174,7 @@ class Update:
 
 # What a person may edit on an agent. A running loop reloads (rebuilds its kind from the
 # row: config, symbols, inputs) when config_version moves (agents.runtime.loop).
-AGENT_EDITABLE = (
-    "name",
-    "kind",
-    "role",
-    "enabled",
-    "symbols",
-    "config",
-    "inputs_from",
-    "position_x",
-    "position_y",
-)
+AGENT_EDITABLE = AGENT_EDITABLE_FIELDS
 AGENT_RELOADED = ("kind", "config", "symbols", "inputs_from")
 
 # What a person may edit on a session. Its loop reads the risk and fill rules from the
