@@ -90,6 +90,10 @@
       var inside = active && active !== target && target.contains(active);
       var part = inside ? partOf(active) : null;  // read while it is still in the page
       var result = Idiomorph.morph(target, fragment.children, config);
+      // A control morphed into another (Pause -> Resume: same node, new hx-post) keeps
+      // htmx's old handler until htmx processes it at settle time, 20 ms on: an Enter in
+      // between posted the old action. Process now, before the focus comes back.
+      htmx.process(target);
       if (lost && lost.holding) {
         var held = document.getElementById(lost.part);
         if (held && held === document.activeElement) holdable(held);
