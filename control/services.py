@@ -172,9 +172,9 @@ class Update:
     note: str = ""
 
 
-# What a person may edit on an agent. A running loop reloads (rebuilds its kind from the
-# row: config, symbols, inputs) when config_version moves (agents.runtime.loop).
-AGENT_EDITABLE = AGENT_EDITABLE_FIELDS
+# What a person may edit on an agent is agents.models.AGENT_EDITABLE_FIELDS. A running
+# loop reloads (rebuilds its kind from the row: config, symbols, inputs) when
+# config_version moves (agents.runtime.loop).
 AGENT_RELOADED = ("kind", "config", "symbols", "inputs_from")
 
 # What a person may edit on a session. Its loop reads the risk and fill rules from the
@@ -233,7 +233,7 @@ def _validated_agent_changes(
     errors = [
         {"field": f, "reason": "This field cannot be changed here."}
         for f in changes
-        if f not in AGENT_EDITABLE
+        if f not in AGENT_EDITABLE_FIELDS
     ]
     if errors:
         raise _invalid(f"Agent {agent.agent_id}", errors)
