@@ -47,11 +47,30 @@ def holds_the_database() -> bool:
         return cursor.fetchone()[0] > 0
 
 
+def group_stopped(pgid: int) -> bool:
+    """Whether every process of the group is in the stopped state ('T' in /proc/PID/stat).
+    kill() returns before a process running on another core has actually stopped; until
+    it has, it may still open a transaction after the probe looked."""
+    states = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid:
+            states.append(fields[0])
+    return bool(states) and all(state in "tT" for state in states)
+
+
 def freeze_between_transactions(worker) -> None:
     """SIGSTOP the worker at a moment it holds no transaction open: what this test is
     about is a frozen loop, not a database locked by it (tests/fault/test_database_outage.py)."""
     for _ in range(50):
         os.killpg(worker.proc.pid, signal.SIGSTOP)
+        wait_for(lambda: group_stopped(worker.proc.pid), timeout=5, what="the worker's processes stopped")
         if not holds_the_database():
             return
         os.killpg(worker.proc.pid, signal.SIGCONT)
