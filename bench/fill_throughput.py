@@ -40,6 +40,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import production  # noqa: F401  (production settings, DEBUG=0, before Django loads)
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 

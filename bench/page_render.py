@@ -34,6 +34,8 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import production  # noqa: F401  (production settings, DEBUG=0, before Django loads)
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = uuid.uuid4().hex[:8]
 WORK = Path(tempfile.mkdtemp(prefix=f"pt-bench-{RUN}-"))

@@ -29,17 +29,18 @@ from sessions import metrics, money
 from sessions.models import OPEN_STATUSES, EquityPoint, Fill, Order, Position, TradingSession
 
 
-def live_metrics(agent_ids: list[str]) -> dict[str, dict[str, Any]]:
-    """The loops' live counters from Redis (one round trip); {} per agent if Redis is down."""
-    if not agent_ids:
-        return {}
+def _loop_reads(kind: str, ids: list[str]) -> dict[str, tuple[dict[str, str], Any]] | None:
+    """Per runnable, its loop's live metrics hash and heartbeat from Redis, in one round
+    trip for all of them; None if Redis is down."""
     try:
         pipe = get_redis().pipeline(transaction=False)
-        for agent_id in agent_ids:
-            pipe.hgetall(keys.metrics("agent", agent_id))
-        return {a: numbers(m) for a, m in zip(agent_ids, pipe.execute(), strict=True)}
+        for rid in ids:
+            pipe.hgetall(keys.metrics(kind, rid))
+            pipe.get(keys.heartbeat(kind, rid))
+        out = pipe.execute()
     except redis.RedisError:
-        return {}
+        return None
+    return {rid: (snapshot, beat) for rid, snapshot, beat in zip(ids, out[::2], out[1::2], strict=True)}
 
 
 # --- what a loop goes through, shown beside its status ------------------------------
@@ -54,19 +55,18 @@ def loop_notes(kind: str, rows: list[Any]) -> dict[str, dict[str, Any]]:
     One Redis round trip; with Redis away, the wait as the loops wrote it to the database."""
     if not rows:
         return {}
-    ids = [row.pk for row in rows]
-    try:
-        pipe = get_redis().pipeline(transaction=False)
-        for rid in ids:
-            pipe.get(keys.heartbeat(kind, rid))
-            pipe.hmget(keys.metrics(kind, rid), ["waiting_for", "waiting_since"])
-        out = pipe.execute()
-    except redis.RedisError:
+    return _notes(rows, _loop_reads(kind, [row.pk for row in rows]))
+
+
+def _notes(rows: list[Any], reads: dict[str, tuple[dict[str, str], Any]] | None) -> dict[str, dict[str, Any]]:
+    if reads is None:
         return {row.pk: _notes_without_redis(row) for row in rows}
     now = time.time()
     threshold = settings.HEARTBEAT_STALE_SECONDS
     notes = {}
-    for row, beat, (waiting_for, waiting_since) in zip(rows, out[::2], out[1::2], strict=True):
+    for row in rows:
+        snapshot, beat = reads[row.pk]
+        waiting_for, waiting_since = snapshot.get("waiting_for"), snapshot.get("waiting_since")
         beat_at = beat_time(beat)
         stale = stale_for(row.desired_state, row.status, row.status_changed_at, beat_at, now, threshold)
         live = row.status in LIVE_STATUSES and stale is None
@@ -146,8 +146,10 @@ def agent_dicts(agents: Iterable[Agent], parents: dict[str, list[str]] | None = 
     """Agents as docs/api.md shows them, in a fixed number of queries (`parents`: every edge,
     from agents.graph.parents_of, else the agents' prefetched relations)."""
     agents = list(agents)
-    metrics = live_metrics([a.agent_id for a in agents])
-    notes = loop_notes("agent", agents)
+    # The live counters and the loop notes come from one Redis round trip.
+    reads = _loop_reads("agent", [a.agent_id for a in agents]) if agents else {}
+    metrics = {rid: numbers(snapshot) for rid, (snapshot, _beat) in (reads or {}).items()}
+    notes = _notes(agents, reads)
     if parents is None:
         return [agent_dict(a, metrics.get(a.agent_id), note=notes.get(a.agent_id)) for a in agents]
     children: dict[str, list[str]] = {}
