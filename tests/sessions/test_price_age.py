@@ -334,3 +334,7 @@ def test_a_position_is_marked_at_the_last_price_with_its_age(graph, monkeypatch,
 
     page = operator_client.get(f"/sessions/{session.pk}/").content.decode()
     assert "marked <time data-ago" in page and "3 min ago</time>" in page
+    assert "<dd data-price-age>automatic</dd>" in page
+    TradingSession.objects.filter(pk=session.pk).update(max_price_age_seconds=90)
+    page = operator_client.get(f"/sessions/{session.pk}/").content.decode()
+    assert "<dd data-price-age>90 s</dd>" in page
