@@ -249,3 +249,20 @@ def test_a_garbled_status_shows_nothing_rather_than_failing(make_agent, redis_cl
         (card,) = page.agent_cards()
         render_to_string("control/index.html#agent-card", {"card": card, "can_control": True})
         assert all(isinstance(p, dict) for p in card.problems)
+
+
+def test_the_live_page_pushes_the_card_when_a_feed_starts_and_stops_failing(make_agent, redis_client) -> None:
+    from control.live.hub import Hub
+    from tests.control.test_live import pushed
+
+    make_agent("news", kind="sentiment", role="specialized_sentiment", config={})
+    hub = Hub()
+    pushed(hub)  # the first sweep: the whole grid
+    assert "agent-news" not in pushed(hub)
+    loop = AgentLoop("news", "run-1")
+    problem = {"url": "https://feeds.example/rss", "error": "timed out", "since": "2024-05-01T12:00:00+00:00"}
+    loop._report_status({"feed_errors": [problem]})
+    assert "agent-news" in pushed(hub)
+    assert "agent-news" not in pushed(hub)  # unchanged: not pushed again
+    loop._report_status(None)
+    assert "agent-news" in pushed(hub)
