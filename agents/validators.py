@@ -26,6 +26,7 @@ import unicodedata
 from collections.abc import Iterator
 from typing import Any
 
+from django import forms
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.forms import JSONField as JSONFormField
@@ -43,6 +44,8 @@ MAX_ORDERS_PER_MINUTE = 600
 # Symbols of one agent (a market data feed may follow many) and of one session.
 MAX_AGENT_SYMBOLS = 200
 MAX_SESSION_SYMBOLS = 20
+# A session's price age limit (sessions.freshness): one second to one day.
+MAX_PRICE_AGE_SECONDS = 86_400
 # A random seed: any integer a 64-bit column (and every JSON reader) keeps exactly.
 MAX_SEED = 2**53
 # JSON an operator edits (a config) is a few levels deep; far deeper is an attack.
@@ -301,3 +304,73 @@ class PersonJSONField(models.JSONField):
 
     def formfield(self, **kwargs: Any) -> Any:
         return super().formfield(**{"form_class": _JSONFormField, **kwargs})
+
+
+# --- whole seconds ----------------------------------------------------------------------
+
+
+def seconds_problem(value: Any, low: int, high: int) -> str | None:
+    """Why `value` is not a whole number of seconds in low..high, or None. Strict: a
+    boolean is not a number, and a string must be ASCII digits (int() would also read
+    full-width, Arabic-Indic or Devanagari digits and "1_000")."""
+    wanted = f"Give a whole number of seconds from {low} to {high:,}, or leave it empty (automatic)."
+    if isinstance(value, bool):
+        return wanted
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 12:
+            return wanted
+        value = int(text)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or not low <= value <= high:
+        return wanted
+    return None
+
+
+class OptionalSecondsField(models.PositiveIntegerField):
+    """Whole seconds within MIN..MAX, or null ("automatic"), for a person to type: the
+    model (so the admin and control.services' full_clean) and its form field refuse a
+    boolean, a non-ASCII digit or a value out of range with the same sentence."""
+
+    def __init__(self, *args: Any, low: int = 1, high: int = MAX_PRICE_AGE_SECONDS, **kwargs: Any) -> None:
+        self.low, self.high = low, high
+        kwargs.setdefault("null", True)
+        kwargs.setdefault("blank", True)
+        super().__init__(*args, **kwargs)
+
+    def deconstruct(self) -> tuple[Any, ...]:
+        name, path, args, kwargs = super().deconstruct()
+        kwargs.update(low=self.low, high=self.high)
+        return name, path, args, kwargs
+
+    def to_python(self, value: Any) -> int | None:
+        if value is None:
+            return None
+        # Typed text is the form field's to read; what reaches the model (the edit
+        # service, the admin's cleaned form) is a number already, or it is refused.
+        problem = "x" if isinstance(value, str) else seconds_problem(value, self.low, self.high)
+        if problem:
+            raise ValidationError(seconds_problem("x", self.low, self.high), code="invalid")
+        return int(value)
+
+    def formfield(self, **kwargs: Any) -> Any:
+        return _SecondsFormField(self.low, self.high, **{"required": False, **kwargs})
+
+
+class _SecondsFormField(forms.Field):
+    def __init__(self, low: int, high: int, **kwargs: Any) -> None:
+        for key in ("max_value", "min_value", "step_size", "coerce", "empty_value"):
+            kwargs.pop(key, None)
+        self.low, self.high = low, high
+        attrs = {"min": low, "max": high, "step": 1, "placeholder": "automatic"}
+        kwargs.setdefault("widget", forms.NumberInput(attrs=attrs))
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        problem = seconds_problem(value, self.low, self.high)
+        if problem:
+            raise ValidationError(problem, code="invalid")
+        return int(str(value).strip()) if isinstance(value, str) else int(value)

@@ -266,6 +266,7 @@ def session_dict(
         "archived": session.archived,
         "max_position_weight": ratio(session.max_position_weight),
         "max_orders_per_minute": session.max_orders_per_minute,
+        "max_price_age_seconds": session.max_price_age_seconds,
         "flatten_on_stop": session.flatten_on_stop,
         "fee_bps": quantity(session.fee_bps),
         "slippage_bps": quantity(session.slippage_bps),
@@ -380,10 +381,20 @@ def position_dict(position: Position) -> dict[str, Any]:
         "avg_cost": amount(position.avg_cost),
         "cost_basis": amount(position.cost_basis),
         "last_mark": amount(position.last_mark),
+        # When the mark's price was observed, and how old it is now: a position valued at
+        # an old price (its feed stalled, or the loop restarted) says so.
+        "last_mark_at": position.last_mark_at,
+        "mark_age_seconds": _age_seconds(position.last_mark_at),
         "market_value": amount(value),
         "unrealized_pnl": amount(value - position.cost_basis),
         "realized_pnl": amount(position.realized_pnl),
     }
+
+
+def _age_seconds(when: dt.datetime | None) -> int | None:
+    if when is None:
+        return None
+    return max(0, int((timezone.now() - when).total_seconds()))
 
 
 def metrics_dict(values: dict[str, Any]) -> dict[str, Any]:

@@ -188,6 +188,7 @@ SESSION_EDITABLE = (
     "max_position_weight",
     "max_orders_per_minute",
     "flatten_on_stop",
+    "max_price_age_seconds",
     "fee_bps",
     "slippage_bps",
     "slippage_size_scaled",

@@ -160,8 +160,16 @@ def cancel_open_orders(session_id: str, reason: str) -> int:
     )
 
 
-def mark_to_market(session_id: str, marks: Mapping[str, Amount], ts: dt.datetime | None = None) -> Decimal:
+def mark_to_market(
+    session_id: str,
+    marks: Mapping[str, Amount],
+    ts: dt.datetime | None = None,
+    marked_at: Mapping[str, dt.datetime] | None = None,
+) -> Decimal:
     """Value the session at `marks`, record an EquityPoint and return its equity.
+
+    A position's last_mark_at is when its mark was observed: `marked_at[symbol]` (the
+    market moment of the price, which may be older than the point), else `ts`.
 
     equity = cash + sum(quantity x mark), rounded half-even to the money step (to 15
     significant digits beyond a billion, see money.storable). A symbol held but missing
@@ -181,7 +189,8 @@ def mark_to_market(session_id: str, marks: Mapping[str, Amount], ts: dt.datetime
             holdings.append((position.quantity, mark))
             if position.symbol in fresh:
                 last_mark = money.storable(mark, money.PRICE_PLACES)
-                Position.objects.filter(pk=position.pk).update(last_mark=last_mark, last_mark_at=ts)
+                seen = (marked_at or {}).get(position.symbol, ts)
+                Position.objects.filter(pk=position.pk).update(last_mark=last_mark, last_mark_at=seen)
         equity = money.storable(cash + sum((money.mul(q, m) for q, m in holdings), money.ZERO))
         EquityPoint.objects.create(session_id=session_id, ts=ts, equity=equity, cash=cash)
     return equity

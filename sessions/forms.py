@@ -22,6 +22,7 @@ OPTIONAL_FIELDS = (
     "fee_bps",
     "slippage_bps",
     "slippage_size_reference",
+    "max_price_age_seconds",
 )
 
 
@@ -82,6 +83,7 @@ class SessionCreateForm(forms.ModelForm):
             "max_position_weight",
             "max_orders_per_minute",
             "flatten_on_stop",
+            "max_price_age_seconds",
             "fee_bps",
             "slippage_bps",
             "slippage_size_scaled",

@@ -21,6 +21,8 @@ from agents.models import Agent, RunnableState
 from agents.states import Status
 from agents.validators import (
     MAX_ORDERS_PER_MINUTE,
+    MAX_PRICE_AGE_SECONDS,
+    OptionalSecondsField,
     PersonJSONField,
     validate_session_symbols,
     validate_text,
@@ -110,6 +112,13 @@ class TradingSession(RunnableState):
     )
     flatten_on_stop = models.BooleanField(
         default=False, help_text="Sell every position when the session stops."
+    )
+    # Null: automatic, from the bar interval of the feeds it trades on (sessions.freshness).
+    max_price_age_seconds = OptionalSecondsField(
+        low=1,
+        high=MAX_PRICE_AGE_SECONDS,
+        help_text="No order on a price older than this many seconds (1 to 86,400); empty: "
+        "automatic, twice the feed's bar interval plus 30 s, at least 60 s.",
     )
     # The paper broker's fill model.
     fee_bps = bps_field("10", help_text="Fee in basis points of the notional, charged on every fill.")

@@ -39,7 +39,7 @@ from agents.runtime import keys
 from agents.runtime.bus import InputMessage, InputReader, edge_counts
 from agents.runtime.loop import Loop
 from agents.states import LIVE_STATUSES, Status
-from sessions import broker, money
+from sessions import broker, freshness, money
 from sessions.metrics import session_metrics, snapshot
 from sessions.models import OPEN_STATUSES, Order, OrderStatus, OrderType, Position, Side, TradingSession
 
@@ -67,6 +67,9 @@ RESEND_AFTER_SECONDS = 10.0
 ORDERS_MAXLEN = 100_000
 # "buy: ...", "sell: ..." or "hold: ...": how a directive's reason starts.
 ACTION_PREFIX = re.compile(r"^\s*(buy|sell|hold)\s*:", re.IGNORECASE)
+# How often the loop re-reads its price age limit (a person may edit it while it runs)
+# and the bar intervals of its feeds (the automatic limit follows them).
+LIMIT_REFRESH_SECONDS = 5.0
 
 
 def session_event(session_id: str, message: str, level: int = logging.INFO) -> None:
@@ -102,6 +105,12 @@ class SessionLoop(Loop):
         self._started = False
         self._rate_limited_logged = False
         self._next_resend_check = 0.0
+        # When each price in self.prices was observed (Unix seconds, sessions.freshness).
+        self.price_at: dict[str, float] = {}
+        self._stale = freshness.StaleWatch()
+        self._price_age_limit = freshness.AUTO_MIN_SECONDS
+        self._price_age_automatic = True
+        self._next_limit_refresh = 0.0
 
     # --- the Loop hooks -----------------------------------------------------------
 
@@ -124,6 +133,7 @@ class SessionLoop(Loop):
         messages = self._reader.read() if self._reader is not None else []
         counters.update(edge_counts(messages))
         self._take_in(messages)
+        self._watch_freshness()
         if not self.paused:
             counters["orders"] = self._trade()
         open_now = self._count_open() if self._open_orders or counters["orders"] else 0
@@ -196,6 +206,7 @@ class SessionLoop(Loop):
                 price = money.positive_price(data.get("close"))
                 if price is not None:
                     self.prices[symbol] = price
+                    self.price_at[symbol] = freshness.observed_at(data, message.id)
             elif (
                 data.get("type") == "directive"
                 and message.producer == self._decision_id
@@ -214,6 +225,47 @@ class SessionLoop(Loop):
                 target_weight=_ratio(data.get("target_weight")),
                 reason=str(data.get("reason") or "")[:300],
             )
+
+    # --- price freshness --------------------------------------------------------------
+
+    def _refresh_price_age_limit(self) -> None:
+        now = time.monotonic()
+        if now < self._next_limit_refresh:
+            return
+        self._next_limit_refresh = now + LIMIT_REFRESH_SECONDS
+        own = TradingSession.objects.values_list("max_price_age_seconds", flat=True).get(pk=self.session_id)
+        self._price_age_automatic = own is None
+        if own is not None:
+            self._price_age_limit = float(own)
+            return
+        configs = TradingSession.market_agents_of(self._execution_id).values_list("config", flat=True)
+        self._price_age_limit = freshness.automatic_limit(
+            freshness.feed_interval_seconds(config if isinstance(config, dict) else None)
+            for config in configs
+        )
+
+    def price_ages(self) -> dict[str, float]:
+        """How old each known price is, in seconds."""
+        now = time.time()
+        return {symbol: now - self.price_at.get(symbol, now) for symbol in self.prices}
+
+    def _watch_freshness(self) -> None:
+        """One activity line when prices go stale and one when they are fresh again."""
+        self._refresh_price_age_limit()
+        ages = self.price_ages()
+        began, ended = self._stale.update(ages, self._price_age_limit)
+        if began:
+            how = "the automatic limit" if self._price_age_automatic else "the session's limit"
+            shown = ", ".join(f"{s} (last price {freshness.age_text(ages[s])} old)" for s in began)
+            session_event(
+                self.session_id,
+                f"stale prices: no orders on {shown}; {how} is {self._price_age_limit:.0f} s. Their "
+                "directives are refused until a fresh bar comes; positions stay marked at the last price",
+                logging.WARNING,
+            )
+        if ended:
+            fresh = ", ".join(ended)
+            session_event(self.session_id, f"prices fresh again for {fresh}: trading on them resumes")
 
     # --- orders -------------------------------------------------------------------
 
@@ -248,6 +300,11 @@ class SessionLoop(Loop):
             price = self.prices.get(symbol)
             if symbol in open_symbols or price is None:
                 continue  # wait for the open order to settle, or for a price
+            if symbol in self._stale.stale:
+                # Refused, not kept: advice waiting out a stale spell would be acted on
+                # at whatever price comes back. The spell's line already says why.
+                del self.pending[symbol]
+                continue
             if budget <= 0:
                 if not self._rate_limited_logged:
                     self._rate_limited_logged = True
@@ -361,7 +418,8 @@ class SessionLoop(Loop):
         equity = metrics["equity"]
         if force or equity != self._last_equity or since >= FLAT_EQUITY_SECONDS:
             with self.as_current_run():
-                self._last_equity = broker.mark_to_market(self.session_id, self.prices)
+                marked_at = {s: datetime.fromtimestamp(t, UTC) for s, t in self.price_at.items()}
+                self._last_equity = broker.mark_to_market(self.session_id, self.prices, marked_at=marked_at)
             self._last_point = now
         self._metrics = snapshot(metrics)
 

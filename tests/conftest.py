@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Real password hashing costs ~0.3 s per user; tests need users, not strong hashes.
 settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-RUNTIME_KEY_KINDS = ("lease", "flags", "hb", "metrics", "stream", "cursor", "orders")
+RUNTIME_KEY_KINDS = ("lease", "flags", "hb", "metrics", "stream", "cursor", "orders", "status")
 
 
 def wait_for(

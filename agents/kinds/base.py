@@ -109,6 +109,9 @@ class StepContext:
     # A transaction in which this loop is still the agent's current run (raises Fenced
     # otherwise): around database writes a superseded loop must not make (fills).
     current_run: Callable[[], AbstractContextManager[None]] = nullcontext
+    # Report this agent's condition for its card (a JSON-able dict, e.g. which feeds fail
+    # and since when), or None when all is well again. Call it when it changes.
+    report_status: Callable[[dict[str, Any] | None], None] = lambda status: None
 
 
 class AgentKind:

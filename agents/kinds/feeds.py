@@ -9,13 +9,14 @@ only parses the bytes: given a string it would fetch URLs and open paths by itse
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import feedparser
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from agents.net.fetch import fetch as fetch_url
-from agents.net.url_policy import FetchableUrl
+from agents.net.url_policy import FetchableUrl, display_url
 from agents.validators import MAX_AGENT_SYMBOLS
 
 # A feed download must not hold the step past the loop's lease (2 ticks + LEASE_EXTRA_SECONDS,
@@ -64,6 +65,25 @@ class FeedState:
         self.due = float("-inf")  # poll on the first step
         self.etag: str | None = None
         self.modified: str | None = None
+        # What went wrong at the last poll (None: it worked), and since when (Unix
+        # seconds) polls have been failing: shown on the agent's card until one works.
+        self.error: str | None = None
+        self.failing_since: float | None = None
+
+    def failed(self, error: str, now: float) -> None:
+        self.error = error
+        if self.failing_since is None:
+            self.failing_since = now
+
+    def recovered(self) -> None:
+        self.error = self.failing_since = None
+
+    def problem(self) -> dict[str, Any] | None:
+        """This feed's trouble for the card: which URL (no password), what, since when."""
+        if self.error is None or self.failing_since is None:
+            return None
+        since = datetime.fromtimestamp(self.failing_since, UTC).isoformat()
+        return {"url": display_url(self.config.url), "error": self.error, "since": since}
 
 
 def fetch(feed: FeedState) -> tuple[list[Any], str | None] | None:
@@ -84,9 +104,10 @@ def fetch(feed: FeedState) -> tuple[list[Any], str | None] | None:
         feed.config.url, headers=headers, max_bytes=MAX_FEED_BYTES, timeout=FETCH_DEADLINE_SECONDS
     )
     if response.status == 304:
-        return None
-    feed.etag = response.headers.get("ETag")
-    feed.modified = response.headers.get("Last-Modified")
+        return None  # the entries already read stand; nothing new to score
+    # Only the validators of a feed that parsed are kept (below): a broken answer must
+    # not make the next poll "not modified" and hide the feed's recovery.
+    etag, modified = response.headers.get("ETag"), response.headers.get("Last-Modified")
     # A stream, as feedparser's docs advise: a string would be taken for a URL or a path.
     parsed = feedparser.parse(
         io.BytesIO(response.body),
@@ -101,6 +122,8 @@ def fetch(feed: FeedState) -> tuple[list[Any], str | None] | None:
         problem = describe(exc) or "not an RSS or Atom feed"
     elif parsed.get("bozo") and not isinstance(exc, SOFT_FEED_PROBLEMS):
         problem = describe(exc) or "not a well-formed feed"
+    if problem is None:
+        feed.etag, feed.modified = etag, modified
     return list(parsed.get("entries") or []), problem
 
 

@@ -192,6 +192,8 @@ class Sentiment(AgentKind):
         super().__init__(ctx, config)
         # Injectable so tests can move time past feed_poll_seconds without sleeping.
         self.clock = clock
+        # When a feed started failing, as shown on the card (wall time, not monotonic).
+        self.wall_clock: Callable[[], float] = time.time
         self.analyzer = make_analyzer()
         self._symbols = {normalize_symbol(s) for s in ctx.symbols}
         self._scores: dict[str, deque[float]] = {}
@@ -317,21 +319,38 @@ class Sentiment(AgentKind):
         # The log is readable by viewers: the URL without any password, and the fetcher's
         # own sentences, which never tell whether a refused internal address exists.
         shown = display_url(feed.config.url)
+        before = [f.problem() for f in self._feeds]
+        try:
+            headlines, errors = self._poll(feed, shown)
+        finally:
+            after = [f.problem() for f in self._feeds]
+            if after != before:
+                failing = [p for p in after if p is not None]
+                self.ctx.report_status({"feed_errors": failing} if failing else None)
+        return headlines, errors
+
+    def _poll(self, feed: FeedState, shown: str) -> tuple[list[_Headline], int]:
         try:
             entries = fetch(feed)
         except FetchError as exc:
             self.ctx.log.warning("feed %s failed: %s", shown, exc)
+            feed.failed(str(exc), self.wall_clock())
             return [], 1
         except Exception as exc:  # a bad feed (any way it is bad) must never stop the agent
             self.ctx.log.warning("feed %s failed: %s", shown, describe(exc))
+            feed.failed(describe(exc), self.wall_clock())
             return [], 1
         if entries is None:
-            return [], 0  # not modified since the last poll
+            feed.recovered()  # 304: it answers, and nothing is new
+            return [], 0
         parsed_entries, bozo = entries
         errors = 0
         if bozo is not None:
             self.ctx.log.warning("feed %s is malformed: %s", shown, bozo)
+            feed.failed(f"malformed: {bozo}", self.wall_clock())
             errors = 1
+        else:
+            feed.recovered()
         return self._from_entries(feed.config, parsed_entries), errors
 
     def _from_entries(self, feed: FeedConfig, entries: list[Any]) -> list[_Headline]:

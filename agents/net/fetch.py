@@ -60,6 +60,14 @@ class FetchTooLarge(FetchError):
     pass
 
 
+class FetchStatus(FetchError):
+    """The server answered with a status that is not a success: it is reachable, though."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the server answered HTTP {status}")
+        self.status = status
+
+
 class FetchTimeout(FetchError):
     pass
 
@@ -271,7 +279,7 @@ def _exchange(
         if answer.status == 304:
             return Response(304, answer.headers, b"", target.url), None
         if not 200 <= answer.status < 300:
-            raise FetchError(f"the server answered HTTP {answer.status}")
+            raise FetchStatus(answer.status)
         too_large = FetchTooLarge(f"the response is larger than {max_bytes} bytes")
         declared = answer.headers.get("Content-Length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:

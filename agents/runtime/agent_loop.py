@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime
 from typing import Any
+
+import redis
 
 from agents.kinds import get_kind, validate_config
 from agents.kinds.base import AgentKind, StepContext
@@ -56,7 +59,10 @@ class AgentLoop(Loop):
             read_inputs=self._read_inputs,
             inputs=inputs,
             current_run=self.as_current_run,
+            report_status=self._report_status,
         )
+        # A new run (or a reload) starts without problems; the kind reports its own.
+        self.client.delete(keys.status(self.kind, row.agent_id))
         self.worker = kind(ctx, config)
 
     def step(self) -> dict[str, int]:
@@ -86,6 +92,11 @@ class AgentLoop(Loop):
         if self.worker is not None:
             self.worker.close()
             self.worker = None
+        try:
+            # What a stopped agent reported no longer holds; a new run reports afresh.
+            self.client.delete(keys.status(self.kind, self.rid))
+        except redis.RedisError:
+            pass  # Redis is down: the next run's setup deletes it
 
     def flush(self) -> None:
         flush_log_entries()
@@ -103,6 +114,13 @@ class AgentLoop(Loop):
     def heartbeat_fields(self) -> dict[str, Any]:
         last_active = self._gauges.get("last_active")
         return {"last_active": datetime.fromtimestamp(last_active, tz=UTC)} if last_active else {}
+
+    def _report_status(self, status: dict[str, Any] | None) -> None:
+        key = keys.status(self.kind, self.rid)
+        if status:
+            self.client.set(key, json.dumps(status))
+        else:
+            self.client.delete(key)
 
     def _publish(self, payload: dict[str, Any]) -> str:
         return self.lease.publish(self._stream, payload, STREAM_MAXLEN)

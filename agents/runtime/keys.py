@@ -40,6 +40,12 @@ def stream(kind: str, rid: str) -> str:
     return _k("stream", kind, rid)
 
 
+def status(kind: str, rid: str) -> str:
+    """JSON of what a running kind reports about its own condition for its card (e.g. the
+    sentiment kind's failing feeds), written when it changes; absent when all is well."""
+    return _k("status", kind, rid)
+
+
 def cursor(kind: str, rid: str) -> str:
     """Hash of a consumer's position in each input stream: producer -> last entry id."""
     return _k("cursor", kind, rid)

@@ -82,7 +82,9 @@ def wake(kind: str, rid: str, client: redis.Redis | None = None) -> None:
 def drop(kind: str, rid: str, client: redis.Redis | None = None) -> None:
     """Remove every key of a runnable that no longer exists."""
     r = client or get_redis()
-    r.delete(keys.flags(kind, rid), keys.heartbeat(kind, rid), keys.metrics(kind, rid))
+    r.delete(
+        keys.flags(kind, rid), keys.heartbeat(kind, rid), keys.metrics(kind, rid), keys.status(kind, rid)
+    )
 
 
 # --- a person, through control.services ------------------------------------------------

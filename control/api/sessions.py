@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from ninja import Body, Query, Router, Schema, Status
 from pydantic import AfterValidator, Field
 
-from agents.validators import MAX_SESSION_SYMBOLS, SYMBOL
+from agents.validators import MAX_PRICE_AGE_SECONDS, MAX_SESSION_SYMBOLS, SYMBOL
 from control import presenters, services
 from control.api.schemas import BODY_ERRORS, ERRORS, JsonInt, StrictBody, optional
 from control.auth import require_control
@@ -51,6 +51,8 @@ class SessionOut(Schema):
     max_position_weight: float
     max_orders_per_minute: int
     flatten_on_stop: bool
+    # Null: automatic (twice the feeds' bar interval plus 30 s, at least 60 s).
+    max_price_age_seconds: int | None
     fee_bps: str
     slippage_bps: str
     slippage_size_scaled: bool
@@ -97,6 +99,8 @@ class PositionOut(Schema):
     avg_cost: str
     cost_basis: str
     last_mark: str | None
+    last_mark_at: datetime | None
+    mark_age_seconds: int | None
     market_value: str
     unrealized_pnl: str
     realized_pnl: str
@@ -181,6 +185,8 @@ class SessionIn(StrictBody):
     max_position_weight: float = optional(gt=0, le=1)
     max_orders_per_minute: JsonInt = optional(ge=1, le=600)
     flatten_on_stop: bool = optional()
+    # The one field where null means something: "automatic" (the default).
+    max_price_age_seconds: JsonInt | None = optional(ge=1, le=MAX_PRICE_AGE_SECONDS)
     fee_bps: DecimalText = optional()
     slippage_bps: DecimalText = optional()
     slippage_size_scaled: bool = optional()
@@ -199,12 +205,13 @@ def create_session(request, data: Body[SessionIn]):
     """Create a session (status `ready`) from a JSON object: `name`, `symbols`,
     `decision_agent`, `starting_cash` and optionally `session_id` (made from the name
     when left out), `execution_agent` (needed when there are several), the risk rules
-    (`max_position_weight`, `max_orders_per_minute`, `flatten_on_stop`) and the fill
+    (`max_position_weight`, `max_orders_per_minute`, `flatten_on_stop`,
+    `max_price_age_seconds`: null or left out for automatic) and the fill
     model (`fee_bps`, `slippage_bps`, `slippage_size_scaled`, `slippage_size_reference`).
     Each value in exactly the JSON type of the schema (no number or boolean in a string,
-    no null). 422 lists each bad or unknown field with the reason; 400 for a body that
-    is not strict JSON (duplicate keys, NaN); 415 unless it is sent as
-    `application/json`. Nothing is created then."""
+    no null but for max_price_age_seconds). 422 lists each bad or unknown field with the
+    reason; 400 for a body that is not strict JSON (duplicate keys, NaN); 415 unless it
+    is sent as `application/json`. Nothing is created then."""
     require_control(request.user)
     session = services.create_session(data.model_dump(exclude_unset=True), user=request.user)
     return Status(201, presenters.one_session(session.session_id))

@@ -55,7 +55,7 @@ def card_fingerprint(card: AgentCard) -> str:
     """What the agent's card shows: its fingerprint moves only when the card would look different."""
     shown = {k: card.agent.get(k) for k in CARD_SHOWS}
     active = card.agent.get("last_active") is not None
-    return digest([shown, active, card.summary, card.log_lines, card.can_start, card.can_stop])
+    return digest([shown, active, card.summary, card.log_lines, card.problems, card.can_start, card.can_stop])
 
 
 def row_fingerprint(row: SessionRow) -> str:

@@ -9,6 +9,7 @@ messages of each agent's stream); log files by seeking from their end.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from django.db.models import Q
 
 from agents.graph import parents_of, upstream_first
 from agents.models import ROLE_ORDER, Agent, LogEntry, Role
+from agents.runtime import keys
 from agents.runtime.bus import newest_messages
 from agents.runtime.logs import log_path, tail
 from agents.runtime.redis import get_redis
@@ -38,6 +40,7 @@ COLUMNS = [
     ("Execution", (Role.EXECUTION,)),
 ]
 CARD_LOG_LINES = 3
+MAX_CARD_PROBLEMS = 10
 RECENT_MESSAGES = 30  # newest stream messages read per agent for its card summary
 FEED_PAGE = 100
 # What the activity feed shows: what people and the system did, and any trouble.
@@ -67,6 +70,9 @@ class AgentCard:
     agent: dict[str, Any]
     summary: list[tuple[str, str]] = field(default_factory=list)  # (label, value) lines
     log_lines: list[str] = field(default_factory=list)
+    # What the running kind reports wrong with itself (agents.runtime.keys.status), e.g.
+    # each failing feed of a sentiment agent: {"url", "error", "since"}.
+    problems: list[dict[str, Any]] = field(default_factory=list)
     can_start: bool = False
     can_stop: bool = False
 
@@ -86,6 +92,7 @@ def agent_cards(agent_ids: list[str] | None = None) -> list[AgentCard]:
         agents = list(Agent.objects.filter(pk__in=agent_ids).order_by("agent_id"))
     dicts = presenters.agent_dicts(agents, parents)
     newest = _newest_messages([a.agent_id for a in agents])
+    reported = _reported_statuses([a.agent_id for a in agents])
     cards = []
     for agent, data in zip(agents, dicts, strict=True):
         cards.append(
@@ -93,6 +100,7 @@ def agent_cards(agent_ids: list[str] | None = None) -> list[AgentCard]:
                 agent=data,
                 summary=kind_summary(agent, data, newest.get(agent.agent_id, [])),
                 log_lines=card_log_lines(agent.agent_id),
+                problems=feed_problems(reported.get(agent.agent_id)),
                 can_start=transitions.agent_can("start", agent),
                 can_stop=transitions.agent_can("stop", agent),
             )
@@ -106,6 +114,42 @@ def _newest_messages(agent_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         return newest_messages(get_redis(), agent_ids, RECENT_MESSAGES)
     except redis.RedisError:
         return {}
+
+
+def _reported_statuses(agent_ids: list[str]) -> dict[str, Any]:
+    """What each running kind reported about itself (one MGET); {} if Redis is down."""
+    if not agent_ids:
+        return {}
+    try:
+        raw = get_redis().mget([keys.status("agent", a) for a in agent_ids])
+    except redis.RedisError:
+        return {}
+    out: dict[str, Any] = {}
+    for agent_id, value in zip(agent_ids, raw, strict=True):
+        if value:
+            try:
+                out[agent_id] = json.loads(value)
+            except ValueError:
+                continue  # not ours to show
+    return out
+
+
+def feed_problems(status: Any) -> list[dict[str, Any]]:
+    """The failing feeds of a reported status, each {"url", "error", "since"} with since
+    a datetime (None when unreadable); read defensively, as anything stored is."""
+    if not isinstance(status, dict) or not isinstance(status.get("feed_errors"), list):
+        return []
+    problems = []
+    for item in status["feed_errors"][:MAX_CARD_PROBLEMS]:
+        if not isinstance(item, dict):
+            continue
+        try:
+            since = datetime.fromisoformat(str(item.get("since")))
+        except ValueError:
+            since = None
+        url, error = str(item.get("url", "?"))[:300], str(item.get("error", "?"))[:300]
+        problems.append({"url": url, "error": error, "since": since})
+    return problems
 
 
 def _latest_by_symbol(messages: list[dict[str, Any]], type_: str) -> dict[str, dict[str, Any]]:
