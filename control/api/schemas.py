@@ -44,6 +44,13 @@ def _integral(value: Any) -> Any:
 JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 
+def json_int_between(ge: int, le: int) -> Any:
+    """A JsonInt within bounds, for use inside a union (`json_int_between(1, 9) | None`).
+    The bounds come before the validator: after it, pydantic writes them into the schema
+    as unknown keys ("ge") instead of minimum/maximum, and the contract loses them."""
+    return Annotated[int, Field(ge=ge, le=le), BeforeValidator(_integral)]
+
+
 def _no_null_defaults(schema: dict[str, Any]) -> None:
     # An optional() field's None only means "left out"; the schema must not offer null.
     for prop in schema.get("properties", {}).values():

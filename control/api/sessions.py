@@ -12,7 +12,7 @@ from pydantic import AfterValidator, Field
 
 from agents.validators import MAX_PRICE_AGE_SECONDS, MAX_SESSION_SYMBOLS, SYMBOL
 from control import presenters, services
-from control.api.schemas import BODY_ERRORS, ERRORS, JsonInt, StrictBody, optional
+from control.api.schemas import BODY_ERRORS, ERRORS, JsonInt, StrictBody, json_int_between, optional
 from control.auth import require_control
 
 # --- paper trading sessions ---------------------------------------------------------
@@ -186,7 +186,7 @@ class SessionIn(StrictBody):
     max_orders_per_minute: JsonInt = optional(ge=1, le=600)
     flatten_on_stop: bool = optional()
     # The one field where null means something: "automatic" (the default).
-    max_price_age_seconds: JsonInt | None = optional(ge=1, le=MAX_PRICE_AGE_SECONDS)
+    max_price_age_seconds: json_int_between(1, MAX_PRICE_AGE_SECONDS) | None = None  # type: ignore[valid-type]
     fee_bps: DecimalText = optional()
     slippage_bps: DecimalText = optional()
     slippage_size_scaled: bool = optional()
