@@ -42,6 +42,7 @@ from control.web.session_market import (
     Bar,
     build_candles,
     market_producers,
+    price_labels,
     producers_simulated,
     read_bars,
 )
@@ -123,6 +124,7 @@ def _render_detail(request: HttpRequest, session: TradingSession, partial: str |
         "execution_agent": session.execution_agent,
         "producers": producers,
         "simulated": producers_simulated(producers),
+        "prices": price_labels(session),
         "interval": interval,
         "interval_error": interval_error,
         "interval_choices": [
@@ -252,6 +254,7 @@ def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
 
     bars: list[Bar] = []
     sources: set[str] = set()
+    labels: set[str] = set()
     complete = True
     warning = ""
     try:
@@ -260,6 +263,7 @@ def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
             result = read_bars(client, producer, set(symbols), interval, since)
             bars += result.bars
             sources |= result.sources
+            labels |= result.labels
             complete = complete and result.complete
     except redis.RedisError:
         warning = "Market data is unavailable: Redis does not answer."
@@ -284,6 +288,9 @@ def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
             "symbols": symbols,
             "simulated": "simulated" in sources,
             "sources": sorted(sources),
+            # Where the charted prices come from, as the page says it ("Simulated, 60x"...):
+            # the candles are drawn at the bars' own (market) times.
+            "prices": sorted(labels),
             "candles": {symbol: candles.get(symbol, []) for symbol in symbols},
             "markers": fill_markers(session.session_id, symbols, interval, windows),
             "equity": equity_points(session.session_id, since),

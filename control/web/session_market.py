@@ -1,6 +1,6 @@
 """The market data of a session, read from the streams that price it: which agents they
-are, whether they are simulated, and the bars turned into OHLC candles for its chart
-(control.web.session)."""
+are, where their prices come from (simulated, replayed, live), and the bars turned into
+OHLC candles for its chart (control.web.session)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from typing import Any
 
 import redis
 
+from agents.graph import parents_of
+from agents.kinds.sources import config_label, message_label
 from agents.models import Agent
 from agents.runtime import keys
 from agents.runtime.bus import newest_messages
@@ -31,6 +33,23 @@ def market_producers(session: TradingSession) -> list[str]:
     """The agents whose streams price this session: its execution agent's inputs (the
     same producers the session loop reads its prices from)."""
     return list(session.market_agents().values_list("agent_id", flat=True))
+
+
+def price_labels(session: TradingSession) -> list[str]:
+    """Where the prices this session trades on come from ("Simulated", "Live: Binance"...):
+    the market_data agents upstream of its execution agent (the prices it fills at) and of
+    its decision agent (the prices its signals are made of), each label once."""
+    parents = parents_of()
+    seen: set[str] = set()
+    todo = [a for a in (session.execution_agent_id, session.decision_agent_id) if a]
+    while todo:
+        agent_id = todo.pop()
+        for parent in parents.get(agent_id, []):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    configs = Agent.objects.filter(pk__in=seen, kind="market_data").values_list("config", flat=True)
+    return sorted({config_label(c if isinstance(c, dict) else {}) for c in configs})
 
 
 def producers_simulated(producers: list[str]) -> bool:
@@ -117,6 +136,7 @@ def parse_bar(data: dict[str, Any], seq: int = 0) -> Bar | None:
 class BarRead:
     bars: list[Bar] = field(default_factory=list)
     sources: set[str] = field(default_factory=set)
+    labels: set[str] = field(default_factory=set)  # the sources as people read them (see sources)
     complete: bool = True  # False when reading stopped before the start of the stream
 
 
@@ -152,6 +172,7 @@ def read_bars(
                 continue
             if bar.source:
                 out.sources.add(bar.source)
+                out.labels.add(message_label(data))
             out.bars.append(bar)
             buckets.setdefault(bar.symbol, set()).add(int(bar.ts // interval) * interval)
         if len(entries) < chunk:

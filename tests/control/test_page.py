@@ -4,6 +4,7 @@ tests/e2e)."""
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -50,7 +51,8 @@ def test_the_page_shows_every_agent_session_and_control(operator_client, graph):
     for dom_id in ("system-panel", "agent-feed", "agent-broker", "agent-brain", "session-s0", "feed-items"):
         assert f'id="{dom_id}"' in page
     assert 'ws-connect="/ws/control/"' in page
-    assert "simulated (not real prices)" in page  # simulated data says so
+    # Simulated data says so, beside the label every card shows where its prices come from.
+    assert re.search(r"<dt[^>]*>Prices</dt><dd[^>]*>Simulated</dd>", page)
     assert 'data-action="system-start"' in page
 
 
