@@ -56,6 +56,18 @@ def test_the_page_shows_every_agent_session_and_control(operator_client, graph):
     assert 'data-action="system-start"' in page
 
 
+def test_each_market_data_card_says_where_its_prices_come_from(
+    viewer_client, graph, make_agent, redis_client
+):
+    feed = graph[0]
+    feed.config = {"source": "simulated", "speed": 60}
+    feed.save()
+    make_agent("live", config={"source": "exchange", "exchange": "kraken"})
+    page = viewer_client.get("/").content.decode()
+    assert re.search(r"<dt[^>]*>Prices</dt><dd[^>]*>Simulated, 60x</dd>", page)
+    assert re.search(r"<dt[^>]*>Prices</dt><dd[^>]*>Live: Kraken</dd>", page)
+
+
 def test_a_viewer_sees_the_page_with_every_control_disabled(viewer_client, graph):
     make_sessions(1)
     page = viewer_client.get("/").content.decode()

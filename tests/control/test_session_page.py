@@ -428,3 +428,55 @@ def test_a_session_without_market_data_has_empty_series_and_says_why(viewer_clie
     assert body["candles"] == {"BTC-USD": []} and body["markers"] == {"BTC-USD": []} and body["equity"] == []
     assert "no execution agent" in body["warning"]
     assert viewer_client.get(page_url("lonely")).status_code == 200
+
+
+# --- where prices come from ---------------------------------------------------------------
+
+
+def prices_fact(html: str) -> list[str]:
+    found = re.search(r'<dd id="session-prices"[^>]*>(.*?)</dd>', html, re.S)
+    assert found, "the page has no Prices fact"
+    return re.findall(r'<span class="badge[^"]*">([^<]*)</span>', found.group(1))
+
+
+def test_the_page_says_which_source_the_session_trades_on(viewer_client, session):
+    html = viewer_client.get(page_url()).content.decode()
+
+    assert prices_fact(html) == ["Simulated"]
+    assert '<span id="chart-prices">Simulated</span>' in html
+
+
+def test_the_prices_fact_lists_every_market_data_agent_upstream_of_the_decision_and_execution(
+    viewer_client, session, graph, make_agent, settings, tmp_path
+):
+    """The execution agent fills at an accelerated simulation; the decision agent's signals
+    come, through a technical agent, from a replayed file. Both are named, once each."""
+    settings.MARKET_DATA_DIR = tmp_path
+    graph["feed"].config = {"source": "simulated", "speed": 60}
+    graph["feed"].save()
+    replay = make_agent("replay", config={"source": "csv", "csv_path": "btc-2024.csv"})
+    technical = make_agent("tech", kind="technical", role="specialized_technical", config={})
+    technical.inputs_from.set([replay])
+    graph["decision"].inputs_from.set([technical, graph["feed"]])
+
+    html = viewer_client.get(page_url()).content.decode()
+
+    assert prices_fact(html) == ["Replay: btc-2024.csv", "Simulated, 60x"]
+
+
+def test_a_session_without_a_market_data_agent_says_so(viewer_client, session, graph):
+    graph["execution"].inputs_from.clear()
+
+    html = viewer_client.get(page_url()).content.decode()
+
+    assert prices_fact(html) == []
+    assert "no market data agent" in html
+
+
+def test_chart_json_labels_the_prices_it_charts(viewer_client, session, redis_client):
+    xadd(redis_client, "feed", bar(1, 100, 101, 99, 100) | {"speed": 60, "interval_seconds": 60})
+    xadd(redis_client, "feed", bar(2, 100, 101, 99, 100, source="exchange") | {"exchange": "binance"})
+
+    body = viewer_client.get(chart_url()).json()
+
+    assert body["prices"] == ["Live: Binance", "Simulated, 60x"]
