@@ -480,3 +480,30 @@ def test_chart_json_labels_the_prices_it_charts(viewer_client, session, redis_cl
     body = viewer_client.get(chart_url()).json()
 
     assert body["prices"] == ["Live: Binance", "Simulated, 60x"]
+
+
+def test_an_accelerated_markets_fills_and_equity_stand_on_its_market_time(
+    viewer_client, session, redis_client
+):
+    """Bars a minute of market time apart arrive a second apart (60x), ahead of the clock:
+    a fill made between two arrivals stands on the candle of the bar it was priced at, and
+    so does the equity, instead of at a wall time the chart's axis does not have."""
+    wall0 = T0 - 100_000  # the wall clock, far behind the market's T0
+    for i in range(5):
+        message = bar(60 * i, 100 + i, 101 + i, 99 + i, 100 + i) | {"speed": 60, "interval_seconds": 60}
+        redis_client.xadd(
+            keys.stream("agent", "feed"), {"data": json.dumps(message)}, id=f"{(wall0 + i) * 1000}-0"
+        )
+    wall = lambda seconds: datetime.fromtimestamp(wall0 + seconds, UTC)  # noqa: E731
+    trade(session.pk, "buy", "0.01", "102", ts=wall(2.5))  # after bar 2 arrived, before bar 3
+    broker.mark_to_market(session.pk, {"BTC-USD": D("103")}, ts=wall(3.2))
+
+    body = viewer_client.get(chart_url(interval=20)).json()
+
+    assert [c["time"] for c in body["candles"]["BTC-USD"]] == [T0 + 60 * i for i in range(5)]
+    assert [m["time"] for m in body["markers"]["BTC-USD"]] == [T0 + 120]
+    assert [p["time"] for p in body["equity"]] == [T0 + 180]  # the mark, after bar 3 arrived
+    # A poll from the newest candle on keeps the markers of the whole window.
+    later = viewer_client.get(chart_url(interval=20, since=T0 + 240)).json()
+    assert [m["time"] for m in later["markers"]["BTC-USD"]] == [T0 + 120]
+    assert later["equity"] == []
