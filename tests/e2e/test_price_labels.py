@@ -1,6 +1,7 @@
 """Where prices come from, in Chromium against the live stack: an accelerated simulation
 is labelled "Simulated, 60x" on its agent card, in the session page's "Prices" fact and
-in the caption of the session's charts (which chart.json keeps up to date).
+in the caption of the session's charts (which chart.json keeps up to date), and a fill
+is marked on the market-time candle it was priced at.
 
 No loop runs: the card and the fact come from the agents' configs, the chart caption
 from bars XADDed to the feed's stream under this run's Redis prefix.
@@ -16,6 +17,8 @@ from playwright.sync_api import expect
 
 from agents.runtime import keys
 from agents.runtime.redis import get_redis
+from agents.states import Desired, Status
+from sessions import broker
 from sessions.models import TradingSession
 
 LABEL = "Simulated, 60x"
@@ -35,6 +38,9 @@ def accelerated_session(make_agent):
         decision_agent=decision,
         execution_agent=execution,
         starting_cash=Decimal("10000"),
+        status=Status.RUNNING,  # the broker fills a running session's orders (no loop runs)
+        desired_state=Desired.RUNNING,
+        run_id="r1",
     )
     # Market time runs ahead of the clock: a minute a bar, from now on.
     start, client = time.time(), get_redis()
@@ -45,6 +51,9 @@ def accelerated_session(make_agent):
             "interval_seconds": 60.0, "source": "simulated", "speed": 60.0,
         }  # fmt: skip
         client.xadd(keys.stream("agent", "feed"), {"data": json.dumps(message)})
+    # Made after every bar arrived: it stands on the newest candle, half an hour ahead.
+    order = broker.place_order(session.pk, "BTC-USD", "buy", Decimal("0.01"))
+    assert broker.fill_market_order(order.pk, Decimal("60029"), ts=datetime.now(UTC)).filled
     return session
 
 
@@ -63,5 +72,10 @@ def test_an_accelerated_market_is_labelled_on_its_card_the_session_page_and_the_
     # Thirty one-minute bars on market time: 30 candles of 1 min (not squeezed into 30 s).
     page.goto(f"/sessions/{accelerated_session.pk}/?interval=60")
     expect(candles).to_have_attribute("data-candles", "30")
+    expect(candles).to_have_attribute("data-markers", "1")
+    # ... on the newest candle, half an hour of market time ahead of the clock.
+    body = page.request.get(f"/sessions/{accelerated_session.pk}/chart.json?interval=60").json()
+    times = [c["time"] for c in body["candles"]["BTC-USD"]]
+    assert [m["time"] for m in body["markers"]["BTC-USD"]] == [times[-1]]
     expect(page.locator("#chart-prices")).to_have_text(LABEL)
     expect(page.locator("#charts-title")).to_contain_text("market time")
