@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, Price, StepContext, StepResult
@@ -115,16 +115,6 @@ class MarketData(AgentKind):
             description="CSV file under the market data folder (relative or absolute); required for csv.",
         )
         loop_at_end: bool = Field(False, description="Replay the CSV from the top when it ends.")
-
-        @model_validator(mode="before")
-        @classmethod
-        def _drop_seconds_per_step(cls, data: Any) -> Any:
-            # Configs saved before `speed` hold seconds_per_step (a fixed 60 s bar per step,
-            # whatever the wall time: the dishonest clock `speed` replaces). It was always
-            # stored as a default, so it is dropped, not turned into an acceleration.
-            if isinstance(data, dict) and "seconds_per_step" in data:
-                data = {k: v for k, v in data.items() if k != "seconds_per_step"}
-            return data
 
         @field_validator("csv_path")
         @classmethod

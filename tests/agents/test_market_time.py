@@ -169,15 +169,31 @@ def test_a_restart_continues_the_market_clock_from_the_last_bar() -> None:
     assert opens([ctx.published[-1]]) == [last_end]
 
 
-def test_speed_below_one_and_unknown_keys_are_refused_but_the_old_seconds_per_step_is_dropped() -> None:
+def test_a_speed_below_one_and_the_old_seconds_per_step_are_refused_naming_the_field() -> None:
     from agents.kinds import ConfigError
 
-    with pytest.raises(ConfigError) as exc:
-        validate_config("market_data", {"speed": 0.5})
-    assert "speed" in dict(exc.value.errors)
-    # Saved before speed existed (always the default 60): read as real time, not as 60x.
-    old = validate_config("market_data", {"source": "simulated", "seconds_per_step": 60.0})
-    assert old.speed == 1.0 and "seconds_per_step" not in old.model_dump()
+    for config, field in (({"speed": 0.5}, "speed"), ({"seconds_per_step": 60.0}, "seconds_per_step")):
+        with pytest.raises(ConfigError) as exc:
+            validate_config("market_data", config)
+        assert field in dict(exc.value.errors)
+
+
+@pytest.mark.django_db
+def test_the_migration_drops_seconds_per_step_from_stored_configs_so_they_run_in_real_time(
+    make_agent,
+) -> None:
+    from importlib import import_module
+
+    from django.apps import apps
+
+    from agents.models import Agent
+
+    make_agent("old", config={"source": "simulated", "seconds_per_step": 60.0, "seed": 3})
+    make_agent("other", kind="technical", role="specialized_technical", config={"seconds_per_step": 1})
+    import_module("agents.migrations.0003_market_data_real_time").drop_seconds_per_step(apps, None)
+    assert Agent.objects.get(pk="old").config == {"source": "simulated", "seed": 3}
+    assert validate_config("market_data", Agent.objects.get(pk="old").config).speed == 1.0
+    assert Agent.objects.get(pk="other").config == {"seconds_per_step": 1}  # not a market_data agent
 
 
 def test_stepped_clock_is_one_tick_per_read() -> None:
