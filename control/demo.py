@@ -1,8 +1,10 @@
 """The demo `seed_demo` builds: market data -> technical + sentiment -> decision ->
 execution, and two paper trading sessions following the decision agent.
 
-Everything here runs on the simulated market (labelled simulated in its data), so a
-newcomer sees trades within a minute of starting the system, offline.
+Everything here runs on the simulated market (labelled simulated in its data), in real
+time (a bar spans the wall time between steps, see agents.kinds.market_time), so a
+newcomer sees trades within a minute of starting the system, offline, on prices that move
+as much as a real market's do.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ DEMO_AGENTS = [
         "kind": "technical",
         "role": Role.SPECIALIZED_TECHNICAL,
         "symbols": ["BTC-USD", "ETH-USD"],
-        "config": {"tick_seconds": 1.0},
+        # Tuned to one-second bars (the simulated market runs in real time): at the defaults,
+        # made for minute bars, the crossover and MACD of prices a second apart score ~0.01
+        # and only RSI and Bollinger would vote. These make the four weigh alike.
+        "config": {"tick_seconds": 1.0, "ma_sensitivity": 3000.0, "macd_sensitivity": 20000.0},
         "inputs_from": ["market_data_sim"],
         "position": (1, 0),
     },

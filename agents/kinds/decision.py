@@ -14,6 +14,10 @@ buy and sell are standing targets (sell means "hold none of it"); hold carries n
 and means "keep what you have". So a buy is not repeated while nothing changes, a hold is
 repeated now and then to show the agent is alive, and a cooldown keeps a score that
 wobbles around a threshold from making sessions trade back and forth.
+
+A signal's age counts from its `ts`, except for an accelerated simulation's (it carries
+`speed`, see market_time): its ts is market time, running ahead of the clock, so its age
+counts from when it arrived here.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from pydantic import Field, field_validator
 
 from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, Weight, must_be_below
+from agents.kinds.sources import accelerated
 from agents.runtime.bus import InputMessage
 
 SUMMARY_SYMBOLS = 5
@@ -185,6 +190,7 @@ class Decision(AgentKind):
         """Remember the latest signal per (producer, symbol); returns signals taken per symbol."""
         wanted = set(self.ctx.symbols)
         touched: dict[str, int] = {}
+        arrived = self._now()
         for message in messages:
             data = message.data if isinstance(message.data, dict) else {}
             kind_of = data.get("type")
@@ -200,6 +206,8 @@ class Decision(AgentKind):
                     "ignored a %s from %s: no usable value or ts", data["type"], message.producer
                 )
                 continue
+            if accelerated(data):
+                at = arrived  # market time is not the clock's: age it from its arrival
             kind = str(data.get("kind") or DEFAULT_KINDS[data["type"]])
             # Clamped: a producer out of range must not outvote the others by itself.
             value = max(-1.0, min(1.0, value))

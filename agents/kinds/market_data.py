@@ -5,6 +5,10 @@ or the replay of a CSV file under settings.MARKET_DATA_DIR (see csv_replay). Eve
 message says where it came from in `source`, and simulated data always says
 "simulated", so nothing downstream can present it as real prices.
 
+Every bar's `ts` is its open and `interval_seconds` its length. A simulated bar spans the
+wall time since the previous step unless the config's `speed` accelerates it; its messages
+carry that `speed` (see market_time, and sources for the labels shown to people).
+
 The simulated source also writes news (see headlines): a headline for each price jump,
 plus occasional noise headlines between jumps, published as `type: "news"` messages
 labelled `source: "simulated"` for the sentiment kind to score offline.
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,6 +30,7 @@ from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, Price, StepContext, StepResult
 from agents.kinds.csv_replay import BadRow, CsvReplay, parse_timestamp, resolve_csv_path
 from agents.kinds.headlines import Headline, NewsDesk
+from agents.kinds.market_time import MarketClock
 from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
 from agents.validators import MAX_AGENT_SYMBOLS, MAX_SEED
 
@@ -71,16 +78,23 @@ class MarketData(AgentKind):
             3.0, ge=1, le=100, description="Volatility multiplier in the high-volatility regime."
         )
         regime_switch_probability: float = Field(
-            0.01, ge=0, le=1, description="Chance per step of switching between normal and high volatility."
+            0.01,
+            ge=0,
+            le=1,
+            description="Chance per simulated minute of switching between normal and high volatility.",
         )
-        jump_probability: float = Field(0.002, ge=0, le=1, description="Chance per step of a price jump.")
+        jump_probability: float = Field(
+            0.002, ge=0, le=1, description="Chance per simulated minute of a price jump."
+        )
         jump_std: float = Field(0.03, ge=0, le=1, description="Standard deviation of a jump's log size.")
-        seconds_per_step: float = Field(
-            60.0,
-            gt=0,
-            le=31_536_000,
-            description="Simulated market time per step (60 = each step is a one-minute bar), "
-            "independent of tick_seconds, the wall-clock time between steps.",
+        speed: float = Field(
+            1.0,
+            ge=1,
+            le=100_000,
+            description="Simulated market time per wall-clock second. 1 = real time: a bar spans the "
+            "wall time between steps, so the market moves like a real one. Above 1 the simulation is "
+            "accelerated (60 = a simulated minute per second), its bars run ahead of the clock, and "
+            "the panel labels it 'Simulated, 60x'.",
         )
         news_on_jumps: bool = Field(
             True, description="Publish a simulated news headline with each simulated price jump."
@@ -115,11 +129,17 @@ class MarketData(AgentKind):
 
     config: Config
 
-    def __init__(self, ctx: StepContext, config: KindConfig) -> None:
+    def __init__(self, ctx: StepContext, config: KindConfig, now: Callable[[], float] = time.time) -> None:
         super().__init__(ctx, config)
+        self._now = now
+        self._clock: MarketClock | None = None
         self._paths: dict[str, SymbolPath] | None = None
         self._news: dict[str, NewsDesk] = {}
         self._replay: CsvReplay | None = None
+        # The CSV's bar size: the smallest gap seen between its timestamps (a weekend's
+        # gap is not a longer bar), unknown until the second timestamp.
+        self._csv_prev: datetime | None = None
+        self._csv_interval: float | None = None
 
     def step(self) -> StepResult:
         """Publish the next bar for each symbol (simulated now, or the CSV's next timestamp)."""
@@ -146,6 +166,8 @@ class MarketData(AgentKind):
         params = MarketParams(**self.config.model_dump(include=set(MarketParams.__dataclass_fields__)))
         last_bars = self._last_bars()
         seed, paths = self._seed(), {}
+        resume_end = _bar_end(last_bars.values())
+        self._clock = MarketClock(self.config.tick_seconds, self.config.speed, resume_end, now=self._now)
         for symbol in self.ctx.symbols:
             price = self.config.initial_prices.get(symbol) or default_price(symbol)
             high = False
@@ -184,10 +206,12 @@ class MarketData(AgentKind):
     def _step_simulated(self) -> StepResult:
         if self._paths is None:
             self._paths = self._start_simulated()
-        ts = datetime.now(UTC).isoformat()
+        assert self._clock is not None
+        span = self._clock.next_span()
+        ts = span.open_iso()
         messages, news = [], []
         for symbol, path in self._paths.items():
-            bar = path.next_bar()
+            bar = path.next_bar(span.seconds)
             messages.append(
                 {
                     "type": "bar",
@@ -195,7 +219,9 @@ class MarketData(AgentKind):
                     "symbol": symbol,
                     **bar,
                     "price": bar["close"],
+                    "interval_seconds": round(span.seconds, 3),
                     "source": "simulated",
+                    "speed": self.config.speed,
                 }
             )
             headline = self._headline(symbol, path, bar["jump"])
@@ -269,8 +295,13 @@ class MarketData(AgentKind):
             return StepResult(did_work=False, summary="end of file", counters=counters)
         ts, bars = group
         source = f"csv:{self._replay.path.name}"
+        gap = None if self._csv_prev is None else (ts - self._csv_prev).total_seconds()
+        if gap is not None and gap > 0:
+            self._csv_interval = gap if self._csv_interval is None else min(self._csv_interval, gap)
+        self._csv_prev = ts
+        length = {} if self._csv_interval is None else {"interval_seconds": self._csv_interval}
         messages = [
-            {"type": "bar", "ts": ts.isoformat(), **bar, "price": bar["close"], "source": source}
+            {"type": "bar", "ts": ts.isoformat(), **bar, "price": bar["close"], **length, "source": source}
             for bar in bars
         ]
         return self._publish(messages, counters)
@@ -289,6 +320,20 @@ class MarketData(AgentKind):
             summary=shown,
             counters={"bars": len(messages), **counters},
         )
+
+
+def _bar_end(bars: Any) -> float | None:
+    """Where the newest of these bars ends in market time (epoch seconds), or None."""
+    ends = []
+    for bar in bars:
+        try:
+            start = parse_timestamp(str(bar.get("ts", ""))).timestamp()
+        except BadRow:
+            continue
+        length = bar.get("interval_seconds")
+        ok = isinstance(length, (int, float)) and not isinstance(length, bool) and math.isfinite(length)
+        ends.append(start + (max(float(length), 0.0) if ok else 0.0))
+    return max(ends, default=None)
 
 
 def _fmt(price: float) -> str:

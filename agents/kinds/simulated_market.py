@@ -1,10 +1,14 @@
 """A seeded, pure-Python price simulator for the `market_data` kind.
 
 Each symbol follows geometric Brownian motion with two volatility regimes (normal and
-high, switching as a per-bar Markov chain) and occasional jumps, because plain GBM looks
-too calm to exercise analysis and risk code. Everything comes from `random.Random`, one
-stream per symbol seeded from (seed, symbol), so the same seed always gives the same path
-and adding a symbol does not change the others.
+high, switching as a Markov chain) and occasional jumps, because plain GBM looks too calm
+to exercise analysis and risk code. A bar lasts whatever market time it is given (see
+market_time): volatility and drift scale with it as GBM does (the spread of a bar's move
+grows with the square root of its length), and the chances of a regime switch and of a
+jump are per simulated minute, so a one-second bar is as calm as a second of that market
+and the walk's character does not depend on how often the agent steps. Everything comes
+from `random.Random`, one stream per symbol seeded from (seed, symbol), so the same seed
+always gives the same path and adding a symbol does not change the others.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def round_sig(value: float, digits: int = 6) -> float:
 
 @dataclass(frozen=True)
 class MarketParams:
-    """The simulator's knobs; rates are annual, probabilities are per bar."""
+    """The simulator's knobs; rates are annual, probabilities are per simulated minute."""
 
     annual_volatility: float = 0.6
     drift: float = 0.0
@@ -61,7 +65,13 @@ class MarketParams:
     regime_switch_probability: float = 0.01
     jump_probability: float = 0.002
     jump_std: float = 0.03
-    seconds_per_step: float = 60.0
+
+
+def per_bar(probability_per_minute: float, seconds: float) -> float:
+    """The chance of at least one event in `seconds`, from the chance in a minute."""
+    if probability_per_minute >= 1:
+        return 1.0
+    return 1.0 - (1.0 - probability_per_minute) ** (seconds / 60.0)
 
 
 class SymbolPath:
@@ -79,16 +89,17 @@ class SymbolPath:
         # A string seed is hashed with SHA-512 by `random`, so it is stable across runs.
         self.rng = random.Random(f"{seed}:{symbol}")
 
-    def next_bar(self) -> dict[str, Any]:
-        """Simulate one bar and return its OHLCV fields plus regime and jump flags."""
+    def next_bar(self, seconds: float = 60.0) -> dict[str, Any]:
+        """Simulate one bar lasting `seconds` of market time and return its OHLCV fields
+        plus regime and jump flags."""
         p, rng = self.params, self.rng
-        if rng.random() < p.regime_switch_probability:
+        if rng.random() < per_bar(p.regime_switch_probability, seconds):
             self.high = not self.high
         sigma = p.annual_volatility * (p.high_vol_multiplier if self.high else 1.0)
-        dt = p.seconds_per_step / SECONDS_PER_YEAR / SUBSTEPS
+        dt = seconds / SECONDS_PER_YEAR / SUBSTEPS
         drift_term = (p.drift - 0.5 * sigma * sigma) * dt
         diffusion = sigma * math.sqrt(dt)
-        jump = rng.random() < p.jump_probability
+        jump = rng.random() < per_bar(p.jump_probability, seconds)
         jump_at = rng.randrange(SUBSTEPS) if jump else -1
         self.last_jump = 0.0
 
@@ -106,7 +117,7 @@ class SymbolPath:
         self.price = closed
         # Busier when moving and in the high-volatility regime, like real tape.
         activity = (1.0 + 50.0 * abs(log_price - log_open)) * (2.0 if self.high else 1.0)
-        notional = NOTIONAL_PER_MINUTE * p.seconds_per_step / 60.0 * activity * rng.lognormvariate(0.0, 0.6)
+        notional = NOTIONAL_PER_MINUTE * seconds / 60.0 * activity * rng.lognormvariate(0.0, 0.6)
         return {
             "open": round_price(opened),
             "high": round_price(max(math.exp(high), opened, closed)),

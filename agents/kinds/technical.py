@@ -4,7 +4,9 @@ Each step reads the new messages of the agents it consumes, feeds every bar's cl
 talipp's incremental indicators (moving-average crossover, RSI, MACD, Bollinger bands;
 see technical_indicators), and publishes, for each symbol that got bars, the weighted
 mean of the components' votes with the values behind it. The bars' `source` passes
-through, so a signal computed from simulated prices still says "simulated".
+through, so a signal computed from simulated prices still says "simulated", and so does
+an accelerated simulation's `speed`. A signal's `ts` is when its newest bar closed (the
+bar's `ts`, its open, plus its `interval_seconds`): the time the price it judges was seen.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from agents.kinds.base import (
     must_be_below,
     must_exceed,
 )
+from agents.kinds.market_time import bar_end_ts
 from agents.kinds.technical_indicators import (
     COMPONENTS,
     Periods,
@@ -115,6 +118,7 @@ class Technical(AgentKind):
         # their prices into one moving average.
         self._series: dict[tuple[str, str], Series] = {}
         self._last_signal: dict[tuple[str, str], float] = {}
+        self._speeds: dict[tuple[str, str], Any] = {}  # an accelerated feed's speed, passed on
 
     def step(self) -> StepResult:
         """Feed the new bars to the indicators, then publish a signal per symbol that moved."""
@@ -140,7 +144,8 @@ class Technical(AgentKind):
                 # them would make averages of two unrelated markets.
                 series = self._series[key] = Series(self._periods, source)
                 self._last_signal.pop(key, None)
-            series.add(close, str(data.get("ts", "")))
+            series.add(close, bar_end_ts(data))
+            self._speeds[key] = data.get("speed")
             bars_in += 1
             if key not in touched:
                 touched.append(key)
@@ -157,7 +162,7 @@ class Technical(AgentKind):
         warming: list[Series] = []
         for key in touched:
             series, symbol = self._series[key], key[1]
-            message = self._message(symbol, series)
+            message = self._message(symbol, series, self._speeds.get(key))
             if message is None:
                 warming.append(series)
                 continue
@@ -176,7 +181,7 @@ class Technical(AgentKind):
             counters=counters,
         )
 
-    def _message(self, symbol: str, series: Series) -> dict[str, Any] | None:
+    def _message(self, symbol: str, series: Series, speed: Any = None) -> dict[str, Any] | None:
         values = series.values()
         scores = component_scores(
             values,
@@ -200,6 +205,7 @@ class Technical(AgentKind):
             "indicators": {name: significant(v) for name, v in values.items()},
             "components": {name: None if s is None else round(s, 4) for name, s in scores.items()},
             "source": series.source,
+            **({"speed": speed} if speed is not None else {}),
         }
 
     def _summary(

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db.models import Q
 
 from agents.graph import parents_of, upstream_first
+from agents.kinds.sources import config_label
 from agents.models import ROLE_ORDER, Agent, LogEntry, Role
 from agents.runtime import keys
 from agents.runtime.bus import newest_messages
@@ -165,9 +166,12 @@ def kind_summary(agent: Agent, data: dict[str, Any], messages: list[dict[str, An
     kind = agent.kind
     lines: list[tuple[str, str]] = []
     if kind == "market_data":
-        source = stored_object(agent.config).get("source", "?")
-        lines.append(("Source", "simulated (not real prices)" if source == "simulated" else str(source)))
-        for symbol, bar in _latest_by_symbol(messages, "bar").items():
+        config, bars = stored_object(agent.config), _latest_by_symbol(messages, "bar")
+        # A live feed's bars may name their exchange as it calls itself ("Coinbase Exchange").
+        names = [b["exchange_name"] for b in bars.values() if isinstance(b.get("exchange_name"), str)]
+        named = names[0] if names else ""
+        lines.append(("Prices", config_label({**config, "exchange_name": named} if named else config)))
+        for symbol, bar in bars.items():
             lines.append((symbol, _num(bar.get("close"))))
     elif kind == "technical":
         for symbol, signal in _latest_by_symbol(messages, "signal").items():

@@ -40,8 +40,10 @@ from control.web import session_market
 from control.web.dashboard_context import status_icon
 from control.web.session_market import (
     Bar,
+    MarketTimeline,
     build_candles,
     market_producers,
+    price_labels,
     producers_simulated,
     read_bars,
 )
@@ -123,6 +125,7 @@ def _render_detail(request: HttpRequest, session: TradingSession, partial: str |
         "execution_agent": session.execution_agent,
         "producers": producers,
         "simulated": producers_simulated(producers),
+        "prices": price_labels(session),
         "interval": interval,
         "interval_error": interval_error,
         "interval_choices": [
@@ -252,15 +255,29 @@ def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
 
     bars: list[Bar] = []
     sources: set[str] = set()
+    labels: set[str] = set()
     complete = True
     warning = ""
+    timeline = None
     try:
         client = get_redis()
+        fast = False
         for producer in producers:
             result = read_bars(client, producer, set(symbols), interval, since)
             bars += result.bars
             sources |= result.sources
+            labels |= result.labels
             complete = complete and result.complete
+            fast = fast or result.accelerated
+        if fast:
+            # Fills and equity happen on the wall clock; the candles of an accelerated
+            # market stand on market time. The timeline places the first on the second,
+            # over the whole candle window (a poll's bars cover only its newest part).
+            window = bars
+            if since is not None:
+                reads = [read_bars(client, p, set(symbols), interval, None) for p in producers]
+                window = [b for read in reads for b in read.bars]
+            timeline = MarketTimeline(window)
     except redis.RedisError:
         warning = "Market data is unavailable: Redis does not answer."
     if not producers:
@@ -284,9 +301,12 @@ def session_chart(request: HttpRequest, session_id: str) -> JsonResponse:
             "symbols": symbols,
             "simulated": "simulated" in sources,
             "sources": sorted(sources),
+            # Where the charted prices come from, as the page says it ("Simulated, 60x"...):
+            # the candles are drawn at the bars' own (market) times.
+            "prices": sorted(labels),
             "candles": {symbol: candles.get(symbol, []) for symbol in symbols},
-            "markers": fill_markers(session.session_id, symbols, interval, windows),
-            "equity": equity_points(session.session_id, since),
+            "markers": fill_markers(session.session_id, symbols, interval, windows, timeline),
+            "equity": equity_points(session.session_id, since, timeline),
             "warning": warning or None,
             "generated_at": time.time(),
         }
@@ -300,12 +320,24 @@ def _since(query: Mapping[str, str]) -> int | None:
 
 
 def fill_markers(
-    session_id: str, symbols: list[str], interval: int, windows: dict[str, int]
+    session_id: str,
+    symbols: list[str],
+    interval: int,
+    windows: dict[str, int],
+    timeline: MarketTimeline | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """A marker per fill in each symbol's candle window, at its candle: buys an arrow up
-    below the bar, sells an arrow down above it, labelled "B 0.015" / "S 0.015"."""
+    below the bar, sells an arrow down above it, labelled "B 0.015" / "S 0.015".
+
+    With a `timeline` (an accelerated market), a fill stands at the market time of the
+    newest bar that had arrived when it was made."""
     out: dict[str, list[dict[str, Any]]] = {symbol: [] for symbol in symbols}
     for symbol, start in windows.items():
+        if timeline is not None:
+            wall_start = timeline.wall_time(start, symbol)
+            if wall_start is None:
+                continue  # no bar of the window has arrived: nothing to stand on
+            start = int(wall_start)
         fills = (
             Fill.objects.filter(
                 session_id=session_id, symbol=symbol, ts__gte=datetime.fromtimestamp(start, UTC)
@@ -315,11 +347,14 @@ def fill_markers(
         )
         markers = []
         for fill_id, side, qty, price, ts in reversed(list(fills)):
+            at = ts.timestamp() if timeline is None else timeline.market_time(ts.timestamp(), symbol)
+            if at is None:
+                continue
             buy = side == Side.BUY
             markers.append(
                 {
                     "id": fill_id,
-                    "time": int(ts.timestamp() // interval) * interval,
+                    "time": int(at // interval) * interval,
                     "side": side,
                     "position": "belowBar" if buy else "aboveBar",
                     "shape": "arrowUp" if buy else "arrowDown",
@@ -332,14 +367,22 @@ def fill_markers(
     return out
 
 
-def equity_points(session_id: str, since: int | None) -> list[dict[str, float]]:
+def equity_points(
+    session_id: str, since: int | None, timeline: MarketTimeline | None = None
+) -> list[dict[str, float]]:
     """The equity curve, oldest first, one point per second (the last of that second):
-    the newest MAX_EQUITY_POINTS, or those from `since` on."""
+    the newest MAX_EQUITY_POINTS, or those from `since` on. With a `timeline` (an
+    accelerated market) on market time, like the candles (see fill_markers)."""
     rows = EquityPoint.objects.filter(session_id=session_id)
     if since is not None:
-        rows = rows.filter(ts__gte=datetime.fromtimestamp(since, UTC))
+        start = since if timeline is None else timeline.wall_time(since)
+        if start is None:
+            return []
+        rows = rows.filter(ts__gte=datetime.fromtimestamp(start, UTC))
     newest = rows.order_by("-ts", "-id").values_list("ts", "equity")[:MAX_EQUITY_POINTS]
     by_second: dict[int, float] = {}
     for ts, equity in reversed(list(newest)):
-        by_second[int(ts.timestamp())] = float(equity)
+        at = ts.timestamp() if timeline is None else timeline.market_time(ts.timestamp())
+        if at is not None:
+            by_second[int(at)] = float(equity)
     return [{"time": t, "value": v} for t, v in sorted(by_second.items())]

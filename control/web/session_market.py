@@ -1,17 +1,20 @@
 """The market data of a session, read from the streams that price it: which agents they
-are, whether they are simulated, and the bars turned into OHLC candles for its chart
-(control.web.session)."""
+are, where their prices come from (simulated, replayed, live), and the bars turned into
+OHLC candles for its chart (control.web.session)."""
 
 from __future__ import annotations
 
 import json
 import math
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
+from agents.graph import parents_of
+from agents.kinds.sources import accelerated, config_label, message_label
 from agents.models import Agent
 from agents.runtime import keys
 from agents.runtime.bus import newest_messages
@@ -31,6 +34,23 @@ def market_producers(session: TradingSession) -> list[str]:
     """The agents whose streams price this session: its execution agent's inputs (the
     same producers the session loop reads its prices from)."""
     return list(session.market_agents().values_list("agent_id", flat=True))
+
+
+def price_labels(session: TradingSession) -> list[str]:
+    """Where the prices this session trades on come from ("Simulated", "Live: Binance"...):
+    the market_data agents upstream of its execution agent (the prices it fills at) and of
+    its decision agent (the prices its signals are made of), each label once."""
+    parents = parents_of()
+    seen: set[str] = set()
+    todo = [a for a in (session.execution_agent_id, session.decision_agent_id) if a]
+    while todo:
+        agent_id = todo.pop()
+        for parent in parents.get(agent_id, []):
+            if parent not in seen:
+                seen.add(parent)
+                todo.append(parent)
+    configs = Agent.objects.filter(pk__in=seen, kind="market_data").values_list("config", flat=True)
+    return sorted({config_label(c if isinstance(c, dict) else {}) for c in configs})
 
 
 def producers_simulated(producers: list[str]) -> bool:
@@ -97,9 +117,10 @@ class Bar:
     low: float
     close: float
     source: str
+    arrived: float = 0.0  # wall clock (unix seconds) when it was published: its stream id
 
 
-def parse_bar(data: dict[str, Any], seq: int = 0) -> Bar | None:
+def parse_bar(data: dict[str, Any], seq: int = 0, arrived: float = 0.0) -> Bar | None:
     """A bar message ({"type": "bar", "ts", "symbol", "open", "high", "low", "close"}) or None."""
     if data.get("type") != "bar" or not isinstance(data.get("symbol"), str):
         return None
@@ -109,7 +130,15 @@ def parse_bar(data: dict[str, Any], seq: int = 0) -> Bar | None:
         return None
     o, h, low, c = ohlc
     return Bar(
-        ts, seq, data["symbol"], o, max(h, o, c, low), min(low, o, c, h), c, str(data.get("source", ""))
+        ts,
+        seq,
+        data["symbol"],
+        o,
+        max(h, o, c, low),
+        min(low, o, c, h),
+        c,
+        str(data.get("source", "")),
+        arrived,
     )
 
 
@@ -117,6 +146,9 @@ def parse_bar(data: dict[str, Any], seq: int = 0) -> Bar | None:
 class BarRead:
     bars: list[Bar] = field(default_factory=list)
     sources: set[str] = field(default_factory=set)
+    labels: set[str] = field(default_factory=set)  # the sources as people read them (see sources)
+    # Some bar is from an accelerated simulation: its times are market time, ahead of the clock.
+    accelerated: bool = False
     complete: bool = True  # False when reading stopped before the start of the stream
 
 
@@ -143,7 +175,7 @@ def read_bars(
         oldest_ts: float | None = None
         for _id, fields in entries:
             data = _message(fields)
-            bar = parse_bar(data, seq) if data is not None else None
+            bar = parse_bar(data, seq, _entry_seconds(_id)) if data is not None else None
             seq -= 1  # newest first: older bars get smaller numbers
             if bar is None:
                 continue
@@ -152,6 +184,9 @@ def read_bars(
                 continue
             if bar.source:
                 out.sources.add(bar.source)
+                out.labels.add(message_label(data))
+            if accelerated(data):
+                out.accelerated = True
             out.bars.append(bar)
             buckets.setdefault(bar.symbol, set()).add(int(bar.ts // interval) * interval)
         if len(entries) < chunk:
@@ -164,6 +199,46 @@ def read_bars(
             return out
     out.complete = False
     return out
+
+
+def _entry_seconds(entry_id: Any) -> float:
+    """A stream entry id ("<ms>-<seq>") as unix seconds: when Redis appended it."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    try:
+        return int(text.split("-", 1)[0]) / 1000.0
+    except ValueError:
+        return 0.0
+
+
+class MarketTimeline:
+    """When bars arrived (wall clock) against their market times, per symbol and overall.
+
+    An accelerated simulation's candles stand on market time, ahead of the clock; what
+    happened on the wall clock (a fill, an equity point) is placed at the market time of
+    the newest bar that had arrived by then: the price it was made at.
+    """
+
+    def __init__(self, bars: list[Bar]) -> None:
+        self._lines: dict[str | None, tuple[list[float], list[float]]] = {}
+        for bar in sorted(bars, key=lambda b: (b.arrived, b.ts, b.seq)):
+            if bar.arrived <= 0:
+                continue
+            for key in (bar.symbol, None):
+                arrivals, times = self._lines.setdefault(key, ([], []))
+                arrivals.append(bar.arrived)
+                times.append(max(bar.ts, times[-1]) if times else bar.ts)
+
+    def market_time(self, wall: float, symbol: str | None = None) -> float | None:
+        """The market time of the newest bar (of `symbol`, or any) that arrived by `wall`."""
+        arrivals, times = self._lines.get(symbol, ([], []))
+        i = bisect_right(arrivals, wall) - 1
+        return times[i] if i >= 0 else None
+
+    def wall_time(self, market: float, symbol: str | None = None) -> float | None:
+        """When the first bar (of `symbol`, or any) at or after `market` arrived."""
+        arrivals, times = self._lines.get(symbol, ([], []))
+        i = bisect_left(times, market)
+        return arrivals[i] if i < len(arrivals) else None
 
 
 def build_candles(

@@ -130,6 +130,7 @@
     var url = new URL(root.getAttribute("data-chart-url"), window.location.href);
     var status = document.getElementById("chart-status");
     var badge = document.getElementById("simulated-badge");
+    var prices = document.getElementById("chart-prices");
     var candleCharts = [];
     root.querySelectorAll('[data-chart="candles"]').forEach(function (el) { candleCharts.push(new CandleChart(el)); });
     var equityEl = root.querySelector('[data-chart="equity"]');
@@ -161,6 +162,9 @@
       });
       if (equity) equity.apply(data.equity || [], full);
       if (data.simulated && badge) badge.hidden = false;
+      // Where the charted bars come from ("Simulated, 60x"...), once there are bars.
+      var labels = (data.prices || []).join("; ");
+      if (prices && labels && prices.textContent !== labels) prices.textContent = labels;
       say(data.warning || "");
       loaded = true;
       root.setAttribute("data-loaded", "true");

@@ -383,3 +383,24 @@ def test_weights_for_agents_that_are_not_inputs_are_logged(caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING):
         Harness({"weights": {"tech": 1, "tecj": 2}}, inputs=["tech", "news"])
     assert "tecj" in caplog.text and "tech," not in caplog.text
+
+
+def test_an_accelerated_signal_ages_from_its_arrival_not_from_its_market_time() -> None:
+    """An accelerated simulation's ts run ahead of the clock: judged by ts it would never
+    age (a stopped feed would vote for ever); by arrival it does, like any other."""
+    h = Harness({"max_signal_age_seconds": 60})
+    future = tech(0.9, ts_at=86_400) | {"speed": 60}  # a day ahead in market time
+    assert h.action(("t", future), at=0) == "buy"
+    # Still the standing view while fresh; then, with nothing new, it ages out: the next
+    # signal from another producer votes alone.
+    d = h.directive(("news", sent(-0.5) | {"ts": iso(61)}), at=61)
+    assert d is not None and d["signals"] == {"news": -0.5}
+
+
+def test_a_real_time_signal_from_the_future_is_not_aged_from_its_arrival() -> None:
+    """Only a message that says it is accelerated is aged from arrival; a real-time one
+    keeps its own ts (a clock skew is not hidden)."""
+    h = Harness({"max_signal_age_seconds": 60})
+    assert h.action(("t", tech(0.9, ts_at=86_400)), at=0) == "buy"
+    d = h.directive(("news", sent(-0.5) | {"ts": iso(61)}), at=61)
+    assert d is not None and set(d["signals"]) == {"t", "news"}

@@ -50,9 +50,23 @@ class FakeContext(StepContext):
         return f"{len(self.published)}-0"
 
 
+class SteppedClock:
+    """A wall clock that moves `step` seconds each time it is read: one read per step, as if
+    the loop stepped exactly on its tick (real steps in a test come microseconds apart,
+    which would make bars of microseconds, see market_time)."""
+
+    def __init__(self, step: float = 1.0, start: float = 1_767_225_600.0) -> None:
+        self.step, self.now = step, start - step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
 def make(config: dict[str, Any], **ctx_args: Any) -> tuple[MarketData, FakeContext]:
     ctx = FakeContext(**ctx_args)
-    return MarketData(ctx, validate_config("market_data", config)), ctx
+    validated = validate_config("market_data", config)
+    return MarketData(ctx, validated, now=SteppedClock(validated.tick_seconds)), ctx
 
 
 def run_all(config: dict[str, Any], steps: int, **ctx_args: Any) -> list[dict[str, Any]]:

@@ -592,3 +592,20 @@ def test_a_market_still_falling_keeps_its_full_trend_sell_vote() -> None:
 def test_degenerate_indicator_values_give_no_opinion(values: dict[str, float]) -> None:
     scores = component_scores({**NONE, **values}, 100.0, **KNOBS)
     assert all(score in (None, 0.0) for score in scores.values()), scores
+
+
+def test_a_signal_is_stamped_with_its_bars_close_and_passes_an_accelerated_speed_on() -> None:
+    kind, ctx = make({"fast_ma": 1, "slow_ma": 2, "weights": {"rsi": 0, "macd": 0, "bollinger": 0}})
+    batch = bars([100.0, 101.0, 102.0])
+    for i, message in enumerate(batch):
+        message.data.update(ts=f"2026-01-01T00:0{i}:00+00:00", interval_seconds=60, speed=60)
+    feed(kind, ctx, batch)
+    signal = ctx.published[-1]
+    assert signal["ts"] == "2026-01-01T00:03:00+00:00"  # the last bar opened 00:02, lasted 60 s
+    assert signal["speed"] == 60
+
+
+def test_a_real_time_signal_has_no_speed() -> None:
+    kind, ctx = make({"fast_ma": 1, "slow_ma": 2, "weights": {"rsi": 0, "macd": 0, "bollinger": 0}})
+    feed(kind, ctx, bars([100.0, 101.0, 102.0]))
+    assert ctx.published and "speed" not in ctx.published[-1]

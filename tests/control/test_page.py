@@ -4,6 +4,7 @@ tests/e2e)."""
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import pytest
@@ -50,8 +51,21 @@ def test_the_page_shows_every_agent_session_and_control(operator_client, graph):
     for dom_id in ("system-panel", "agent-feed", "agent-broker", "agent-brain", "session-s0", "feed-items"):
         assert f'id="{dom_id}"' in page
     assert 'ws-connect="/ws/control/"' in page
-    assert "simulated (not real prices)" in page  # simulated data says so
+    # Simulated data says so, beside the label every card shows where its prices come from.
+    assert re.search(r"<dt[^>]*>Prices</dt><dd[^>]*>Simulated</dd>", page)
     assert 'data-action="system-start"' in page
+
+
+def test_each_market_data_card_says_where_its_prices_come_from(
+    viewer_client, graph, make_agent, redis_client
+):
+    feed = graph[0]
+    feed.config = {"source": "simulated", "speed": 60}
+    feed.save()
+    make_agent("live", config={"source": "exchange", "exchange": "kraken"})
+    page = viewer_client.get("/").content.decode()
+    assert re.search(r"<dt[^>]*>Prices</dt><dd[^>]*>Simulated, 60x</dd>", page)
+    assert re.search(r"<dt[^>]*>Prices</dt><dd[^>]*>Live: Kraken</dd>", page)
 
 
 def test_a_viewer_sees_the_page_with_every_control_disabled(viewer_client, graph):

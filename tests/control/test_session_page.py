@@ -428,3 +428,82 @@ def test_a_session_without_market_data_has_empty_series_and_says_why(viewer_clie
     assert body["candles"] == {"BTC-USD": []} and body["markers"] == {"BTC-USD": []} and body["equity"] == []
     assert "no execution agent" in body["warning"]
     assert viewer_client.get(page_url("lonely")).status_code == 200
+
+
+# --- where prices come from ---------------------------------------------------------------
+
+
+def prices_fact(html: str) -> list[str]:
+    found = re.search(r'<dd id="session-prices"[^>]*>(.*?)</dd>', html, re.S)
+    assert found, "the page has no Prices fact"
+    return re.findall(r'<span class="badge[^"]*">([^<]*)</span>', found.group(1))
+
+
+def test_the_page_says_which_source_the_session_trades_on(viewer_client, session):
+    html = viewer_client.get(page_url()).content.decode()
+
+    assert prices_fact(html) == ["Simulated"]
+    assert '<span id="chart-prices">Simulated</span>' in html
+
+
+def test_the_prices_fact_lists_every_market_data_agent_upstream_of_the_decision_and_execution(
+    viewer_client, session, graph, make_agent, settings, tmp_path
+):
+    """The execution agent fills at an accelerated simulation; the decision agent's signals
+    come, through a technical agent, from a replayed file. Both are named, once each."""
+    settings.MARKET_DATA_DIR = tmp_path
+    graph["feed"].config = {"source": "simulated", "speed": 60}
+    graph["feed"].save()
+    replay = make_agent("replay", config={"source": "csv", "csv_path": "btc-2024.csv"})
+    technical = make_agent("tech", kind="technical", role="specialized_technical", config={})
+    technical.inputs_from.set([replay])
+    graph["decision"].inputs_from.set([technical, graph["feed"]])
+
+    html = viewer_client.get(page_url()).content.decode()
+
+    assert prices_fact(html) == ["Replay: btc-2024.csv", "Simulated, 60x"]
+
+
+def test_a_session_without_a_market_data_agent_says_so(viewer_client, session, graph):
+    graph["execution"].inputs_from.clear()
+
+    html = viewer_client.get(page_url()).content.decode()
+
+    assert prices_fact(html) == []
+    assert "no market data agent" in html
+
+
+def test_chart_json_labels_the_prices_it_charts(viewer_client, session, redis_client):
+    xadd(redis_client, "feed", bar(1, 100, 101, 99, 100) | {"speed": 60, "interval_seconds": 60})
+    xadd(redis_client, "feed", bar(2, 100, 101, 99, 100, source="exchange") | {"exchange": "binance"})
+
+    body = viewer_client.get(chart_url()).json()
+
+    assert body["prices"] == ["Live: Binance", "Simulated, 60x"]
+
+
+def test_an_accelerated_markets_fills_and_equity_stand_on_its_market_time(
+    viewer_client, session, redis_client
+):
+    """Bars a minute of market time apart arrive a second apart (60x), ahead of the clock:
+    a fill made between two arrivals stands on the candle of the bar it was priced at, and
+    so does the equity, instead of at a wall time the chart's axis does not have."""
+    wall0 = T0 - 100_000  # the wall clock, far behind the market's T0
+    for i in range(5):
+        message = bar(60 * i, 100 + i, 101 + i, 99 + i, 100 + i) | {"speed": 60, "interval_seconds": 60}
+        redis_client.xadd(
+            keys.stream("agent", "feed"), {"data": json.dumps(message)}, id=f"{(wall0 + i) * 1000}-0"
+        )
+    wall = lambda seconds: datetime.fromtimestamp(wall0 + seconds, UTC)  # noqa: E731
+    trade(session.pk, "buy", "0.01", "102", ts=wall(2.5))  # after bar 2 arrived, before bar 3
+    broker.mark_to_market(session.pk, {"BTC-USD": D("103")}, ts=wall(3.2))
+
+    body = viewer_client.get(chart_url(interval=20)).json()
+
+    assert [c["time"] for c in body["candles"]["BTC-USD"]] == [T0 + 60 * i for i in range(5)]
+    assert [m["time"] for m in body["markers"]["BTC-USD"]] == [T0 + 120]
+    assert [p["time"] for p in body["equity"]] == [T0 + 180]  # the mark, after bar 3 arrived
+    # A poll from the newest candle on keeps the markers of the whole window.
+    later = viewer_client.get(chart_url(interval=20, since=T0 + 240)).json()
+    assert [m["time"] for m in later["markers"]["BTC-USD"]] == [T0 + 120]
+    assert later["equity"] == []
