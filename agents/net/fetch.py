@@ -64,6 +64,15 @@ class FetchTimeout(FetchError):
     pass
 
 
+class FetchStatus(FetchError):
+    """The server answered with an HTTP status that is not a success; `status` says which
+    (callers that retry tell a 429 or a 5xx from a 404 by it)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"the server answered HTTP {status}")
+        self.status = status
+
+
 @dataclass(frozen=True)
 class Response:
     status: int  # 2xx, or 304 (not modified)
@@ -271,7 +280,7 @@ def _exchange(
         if answer.status == 304:
             return Response(304, answer.headers, b"", target.url), None
         if not 200 <= answer.status < 300:
-            raise FetchError(f"the server answered HTTP {answer.status}")
+            raise FetchStatus(answer.status)
         too_large = FetchTooLarge(f"the response is larger than {max_bytes} bytes")
         declared = answer.headers.get("Content-Length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:

@@ -72,6 +72,7 @@ class AgentLoop(Loop):
             else:
                 self._log.debug(result.summary)
         self._steps += 1
+        self._gauges.update(result.gauges)
         counters = {"published": result.published, **result.counters, **self._edge_counts}
         self._edge_counts = {}
         return counters
