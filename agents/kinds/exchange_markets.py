@@ -101,8 +101,13 @@ def _not_listed(symbol: str, wanted: str, listed: list[str], exchange_name: str)
         hint = f"it lists {shown}" + (f" and {more} more" if more > 0 else "")
         hint += f"; map {symbol} to one of them in symbol_map, e.g. {example}"
     else:
-        close = difflib.get_close_matches(wanted, listed, n=SUGGESTIONS, cutoff=0.5)
-        hint = f"close matches: {', '.join(close)}" if close else f"it lists no {base} market"
+        # Close spellings of the base (ETHH, BTCC), not of the whole pair: pairs that share
+        # a quote currency look alike without being alike.
+        bases = sorted({s.split("/")[0] for s in listed})
+        close = difflib.get_close_matches(base, bases, n=SUGGESTIONS, cutoff=0.6)
+        hint = f"it lists no {base} market"
+        if close:
+            hint += f"; close matches: {', '.join(close)}"
     return f"{exchange_name} has no market {wanted} for {symbol} ({hint})"
 
 

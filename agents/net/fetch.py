@@ -297,7 +297,9 @@ def _exchange(
     except FetchError:
         raise
     except (OSError, urllib3.exceptions.HTTPError) as exc:
-        if expired.is_set():
+        # The socket's own timeout (set to the time left) may fire a moment before the
+        # deadline's timer does: that too is the server being too slow, not a failure.
+        if expired.is_set() or isinstance(exc, TimeoutError | urllib3.exceptions.TimeoutError):
             raise too_slow from None
         if _is_tls_failure(exc):
             raise FetchError("the server's TLS certificate could not be verified") from None
