@@ -27,8 +27,8 @@ from agents.net.fetch import fetch as fetch_url
 # A market list is large (Binance's spot exchangeInfo is several megabytes).
 MAX_RESPONSE_BYTES = 40_000_000
 # ccxt's timeout is in milliseconds; the whole request, redirects included, must end
-# well within a step (STEP_TIMEOUT_SECONDS, 10 s by default).
-TIMEOUT_MS = 8_000
+# well within a step (STEP_TIMEOUT_SECONDS, 10 s by default; see exchange_feed's budget).
+TIMEOUT_MS = 5_000
 
 
 class UnknownExchange(ValueError):
@@ -48,6 +48,12 @@ def exchange_label(exchange_id: str) -> str:
         return exchange_id
     name = getattr(ccxt, exchange_id)().name  # built once per id (cached), no request made
     return str(name) if name else exchange_id
+
+
+@cache
+def offered_timeframes(exchange_id: str) -> tuple[str, ...]:
+    """The bar lengths the exchange offers, in ccxt's notation (no request made)."""
+    return tuple(getattr(ccxt, exchange_id)().timeframes or {})
 
 
 def check_exchange_id(exchange_id: str) -> str:

@@ -31,6 +31,10 @@ MAX_BACKOFF_SECONDS = 60.0
 # After a candle's close time, how long to wait before asking for it: exchanges take a
 # moment to close it. Capped by a tenth of the timeframe, for second bars.
 SETTLE_SECONDS = 1.0
+# A step must end well within its timeout (STEP_TIMEOUT_SECONDS, 10 s by default): once a
+# poll has spent this long, the markets left wait for the next step (due at once), so a
+# step is at most this plus one request (exchange_client.TIMEOUT_MS).
+POLL_BUDGET_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,8 @@ class ExchangeFeed:
         self.clock = clock
         self.next_poll = 0.0
         self.markets_loaded = False
+        # Markets still to poll this round, when a poll ran out of its time budget.
+        self.pending: list[str] = []
         # The degraded state: why, since when (wall clock), and the current backoff.
         self.failure: str | None = None
         self.failed_since = 0.0
@@ -96,12 +102,20 @@ class ExchangeFeed:
         """The closed candles not yet published, of every market; on a ccxt error the
         degraded state is set (see failed) and whatever came before it is returned."""
         result = Poll([])
+        started = self.clock()
+        if not self.pending:
+            self.pending = list(self.markets)
         try:
             if not self.markets_loaded:
                 self.exchange.load_markets()
                 self.markets_loaded = True
-            for symbol, market in self.markets.items():
-                self._poll_market(symbol, market, result)
+            while self.pending:
+                symbol = self.pending[0]
+                if not self._poll_market(symbol, self.markets[symbol], result, started):
+                    break  # out of time with pages still to fetch: the next step goes on
+                self.pending.pop(0)
+                if self.clock() - started > POLL_BUDGET_SECONDS:
+                    break
         except ccxt.BaseError as exc:
             self.failed(exc)
         else:
@@ -109,7 +123,9 @@ class ExchangeFeed:
         result.candles.sort(key=lambda c: (c.open_ms, c.symbol))
         return result
 
-    def _poll_market(self, symbol: str, market: str, result: Poll) -> None:
+    def _poll_market(self, symbol: str, market: str, result: Poll, started: float) -> bool:
+        """Fetch the market's new closed candles into `result`; False if the time budget
+        ran out before the last page."""
         now_ms = int(self.clock() * 1000)
         last = self.last_open_ms.get(symbol)
         if last is None:
@@ -150,12 +166,18 @@ class ExchangeFeed:
             if len(rows) < MAX_PAGE or not fresh:
                 break
             since = expected  # a full page: there may be more
+            if self.clock() - started > POLL_BUDGET_SECONDS:
+                return False
+        return True
 
     def schedule(self) -> None:
         """Set the next poll: when the next candle has closed (and settled), or the backoff."""
         now = self.clock()
         if self.failure is not None:
             self.next_poll = now + self.backoff
+            return
+        if self.pending:
+            self.next_poll = now  # the round is not finished: go on at the next step
             return
         tf = self.tf_ms / 1000
         settle = min(SETTLE_SECONDS, tf / 10)

@@ -25,7 +25,12 @@ from pydantic import Field, ValidationInfo, field_validator
 from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, Price, StepContext, StepResult
 from agents.kinds.csv_replay import BadRow, CsvReplay, parse_timestamp, resolve_csv_path
-from agents.kinds.exchange_client import check_exchange_id, exchange_label, make_exchange
+from agents.kinds.exchange_client import (
+    check_exchange_id,
+    exchange_label,
+    make_exchange,
+    offered_timeframes,
+)
 from agents.kinds.exchange_feed import Candle, ExchangeFeed
 from agents.kinds.exchange_markets import (
     MarketsUnavailable,
@@ -178,7 +183,7 @@ class MarketData(AgentKind):
             exchange_id = info.data.get("exchange")
             if info.data.get("source") != "exchange" or not exchange_id:
                 return value
-            offered = make_exchange(exchange_id).timeframes or {}
+            offered = offered_timeframes(exchange_id)
             if value not in offered:
                 raise ValueError(
                     f"{exchange_label(exchange_id)} offers no {value!r} bars; it offers {', '.join(offered)}"

@@ -18,6 +18,10 @@ from agents.runtime.loop import Loop
 # Streams are capped (approximately) so Redis memory stays bounded.
 STREAM_MAXLEN = 10_000
 SUMMARY_EVERY_SECONDS = 10.0
+# Gauges a kind may report (StepResult.gauges) that the card shows: cleared when a kind is
+# set up, so a note of the last config or run (an exchange feed's degraded state) does
+# not outlive it.
+KIND_GAUGES = ("degraded", "degraded_since", "last_price_at")
 
 
 class AgentLoop(Loop):
@@ -58,6 +62,7 @@ class AgentLoop(Loop):
             current_run=self.as_current_run,
         )
         self.worker = kind(ctx, config)
+        self._gauges.update(dict.fromkeys(KIND_GAUGES, ""))
 
     def step(self) -> dict[str, int]:
         assert self.worker is not None

@@ -14,13 +14,15 @@ from typing import Any
 
 import pytest
 
-from agents.kinds import ConfigError, validate_config
+from agents.kinds import ConfigError, exchange_feed, validate_config
 from agents.kinds import exchange_client as client_module
 from agents.kinds.exchange_client import exchange_label, make_exchange, rebase
 from agents.kinds.exchange_markets import exchange_symbol, listed_symbols
 from agents.kinds.market_data import MarketData
+from agents.models import Agent
 from agents.runtime import keys
 from agents.runtime.redis import get_redis
+from tests.agents.test_loop import run_loop  # noqa: F401 (a fixture, used by name)
 from tests.agents.test_market_data import FakeContext
 from tests.conftest import wait_for
 from tests.exchange_server import ExchangeServer
@@ -293,3 +295,44 @@ def test_the_edit_service_refuses_an_unlisted_symbol_and_changes_nothing(server,
     services.update_agent(agent.agent_id, {"config": config(server)})
     with pytest.raises(InvalidInput, match="no market SOL/USD for SOL-USD"):
         services.update_agent(agent.agent_id, {"symbols": ["BTC-USD", "SOL-USD"]})
+
+
+def test_a_poll_that_runs_out_of_time_goes_on_at_the_next_step(server, monkeypatch) -> None:
+    monkeypatch.setattr(exchange_feed, "POLL_BUDGET_SECONDS", 0.0)  # one market per step
+    kind, ctx = make(server)
+    kind.step()
+    assert {b["symbol"] for b in ctx.published} == {"BTC-USD"}
+    kind.step()  # due at once, not at the next candle
+    assert {b["symbol"] for b in ctx.published} == {"BTC-USD", "ETH-USD"}
+    assert len(ctx.published) == 10
+
+
+# --- in a loop: the card shows it, a new config clears it ------------------------------------
+
+
+def test_the_card_shows_the_degraded_state_and_a_new_config_clears_it(
+    server,
+    run_loop: Any,  # noqa: F811 (the imported fixture)
+    make_agent,
+    operator_client,
+) -> None:
+    from control import presenters, services
+
+    server.fault = "500"
+    make_agent("feed_deg", symbols=["BTC-USD"], config={**config(server), "tick_seconds": 0.1})
+    run_loop("feed_deg")
+    degraded = wait_for(
+        lambda: (d := presenters.agent_dicts([Agent.objects.get(pk="feed_deg")])[0])["degraded"] and d,
+        what="the degraded note",
+    )
+    assert degraded["degraded"].startswith("exchange not available") and degraded["degraded_since"]
+    assert degraded["status"] == "running"
+    page = operator_client.get("/").content.decode()
+    assert 'data-loop-note="degraded"' in page and "degraded: exchange not available" in page
+    assert "last price none yet" in page
+
+    services.update_agent_config("feed_deg", {"source": "simulated", "tick_seconds": 0.1})
+    wait_for(
+        lambda: presenters.agent_dicts([Agent.objects.get(pk="feed_deg")])[0]["degraded"] is None,
+        what="the note cleared by the new config",
+    )
