@@ -7,6 +7,7 @@ allow a private gateway. Timeframe 1s (which Binance offers), so candles close e
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -336,3 +337,26 @@ def test_the_card_shows_the_degraded_state_and_a_new_config_clears_it(
         lambda: presenters.agent_dicts([Agent.objects.get(pk="feed_deg")])[0]["degraded"] is None,
         what="the note cleared by the new config",
     )
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_new_agent_on_an_unlisted_symbol(server, client, admin_user) -> None:
+    client.force_login(admin_user)
+    form = {
+        "agent_id": "feed_new",
+        "name": "Feed new",
+        "kind": "market_data",
+        "role": "data_feed",
+        "enabled": "on",
+        "symbols": '["BTC-USD"]',
+        "config": json.dumps(config(server, symbol_map={})),
+        "position_x": "",
+        "position_y": "",
+    }
+    response = client.post("/admin/agents/agent/add/", form)
+    assert response.status_code == 200  # the form again, with the error
+    assert "Binance has no market BTC/USD for BTC-USD" in response.content.decode()
+    assert not Agent.objects.filter(pk="feed_new").exists()
+    form["config"] = json.dumps(config(server))
+    assert client.post("/admin/agents/agent/add/", form).status_code == 302
+    assert Agent.objects.filter(pk="feed_new").exists()
