@@ -8,8 +8,8 @@ Binance's does. Point ccxt at it with the market_data config's `base_url` (and a
 127.0.0.1 in FETCH_ALLOWED_HOSTS).
 
 Fault switches (`server.fault`): "down" (the connection is dropped without an answer),
-"slow" (answers after `slow_seconds`), "429", "500" (Binance's error bodies with those
-statuses), "malformed" (HTTP 200 with a body that is not JSON). `missing` holds candle
+"slow" (answers after `slow_seconds`), "429" (Binance's error body), "500" (a proxy's
+HTML error page), "malformed" (HTTP 200 with a body that is not JSON). `missing` holds candle
 open times (ms) the server leaves out, to make a gap.
 """
 
@@ -142,7 +142,8 @@ def _handler(server: ExchangeServer) -> type[BaseHTTPRequestHandler]:
             if fault == "429":
                 return self._send(429, b'{"code":-1003,"msg":"Too many requests; current limit is 6000."}')
             if fault == "500":
-                return self._send(500, b'{"code":-1001,"msg":"Internal error."}')
+                # What a load balancer in front of an exchange answers: not the API's JSON.
+                return self._send(500, b"<html><body><h1>500 Internal Server Error</h1></body></html>")
             if fault == "malformed":
                 return self._send(200, b'{"symbols": [{"symbol": "BTCUSDT", "status"')
             url = urllib.parse.urlsplit(self.path)

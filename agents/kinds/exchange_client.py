@@ -89,7 +89,13 @@ class _PolicyFetch:
             # Not a network fault: retrying changes nothing until the operator allows the host.
             raise ccxt.PermissionDenied(f"{self.id}: {exc}") from None
         except FetchStatus as exc:
-            # ccxt's table of statuses (429 RateLimitExceeded, 5xx ExchangeNotAvailable, ...).
+            # As ccxt does: the exchange's own error codes first (Binance's -1121 "Invalid
+            # symbol" is BadSymbol), then its table of statuses (429 RateLimitExceeded,
+            # 5xx ExchangeNotAvailable, ...).
+            text = exc.body.decode("utf-8", errors="replace")
+            self.handle_errors(  # type: ignore[attr-defined]
+                exc.status, "", url, method, exc.headers, text, self.parse_json(text), request_headers, body
+            )
             error = self.httpExceptions.get(str(exc.status), ccxt.ExchangeError)  # type: ignore[attr-defined]
             raise error(f"{self.id}: HTTP {exc.status} for {_path(url)}") from None
         except FetchError as exc:
@@ -151,13 +157,16 @@ def _path(url: str) -> str:
 def describe_error(exc: BaseException) -> str:
     """A short sentence for the card and the log: the kind of failure, then ccxt's words."""
     reasons = (
-        (ccxt.RateLimitExceeded, "rate limited (HTTP 429)"),
-        (ccxt.DDoSProtection, "refused by the exchange's DDoS protection"),
+        # (Binance answers a 429 with a code ccxt reads as DDoSProtection, RateLimitExceeded's
+        # parent: to a person both say slow down.)
+        (ccxt.DDoSProtection, "rate limited"),
         (ccxt.RequestTimeout, "timed out"),
         (ccxt.ExchangeNotAvailable, "exchange not available"),
         (ccxt.BadResponse, "malformed answer"),
         (ccxt.PermissionDenied, "refused"),
         (ccxt.NetworkError, "unreachable"),
+        (ccxt.BadSymbol, "market not listed"),
+        (ccxt.OperationFailed, "the exchange failed to answer"),
     )
     reason = next((text for cls, text in reasons if isinstance(exc, cls)), type(exc).__name__)
     detail = str(exc).strip()

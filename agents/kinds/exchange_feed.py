@@ -83,6 +83,8 @@ class ExchangeFeed:
         self.markets_loaded = False
         # Markets still to poll this round, when a poll ran out of its time budget.
         self.pending: list[str] = []
+        # With no backfill: the open time of each symbol's first candle to publish.
+        self.live_from: dict[str, int] = {}
         # The degraded state: why, since when (wall clock), and the current backoff.
         self.failure: str | None = None
         self.failed_since = 0.0
@@ -105,13 +107,20 @@ class ExchangeFeed:
         started = self.clock()
         if not self.pending:
             self.pending = list(self.markets)
+        market_problem: ccxt.BaseError | None = None
         try:
             if not self.markets_loaded:
                 self.exchange.load_markets()
                 self.markets_loaded = True
             while self.pending:
                 symbol = self.pending[0]
-                if not self._poll_market(symbol, self.markets[symbol], result, started):
+                try:
+                    done = self._poll_market(symbol, self.markets[symbol], result, started)
+                except (ccxt.BadSymbol, ccxt.BadRequest) as exc:
+                    # This market's own fault (delisted since the config was saved): the
+                    # others go on; the feed still shows itself degraded.
+                    market_problem, done = market_problem or exc, True
+                if not done:
                     break  # out of time with pages still to fetch: the next step goes on
                 self.pending.pop(0)
                 if self.clock() - started > POLL_BUDGET_SECONDS:
@@ -119,7 +128,10 @@ class ExchangeFeed:
         except ccxt.BaseError as exc:
             self.failed(exc)
         else:
-            self._succeeded()
+            if market_problem is not None:
+                self.failed(market_problem)
+            else:
+                self._succeeded()
         result.candles.sort(key=lambda c: (c.open_ms, c.symbol))
         return result
 
@@ -128,7 +140,10 @@ class ExchangeFeed:
         ran out before the last page."""
         now_ms = int(self.clock() * 1000)
         last = self.last_open_ms.get(symbol)
-        if last is None:
+        if last is None and self.backfill == 0:
+            # No history wanted: from the first candle that closes after the start.
+            since = self.live_from.setdefault(symbol, (now_ms // self.tf_ms) * self.tf_ms)
+        elif last is None:
             # First start: the `backfill` newest closed candles.
             newest_closed_open = (now_ms // self.tf_ms - 1) * self.tf_ms
             since = newest_closed_open - (self.backfill - 1) * self.tf_ms

@@ -142,7 +142,7 @@ def test_every_bar_says_where_its_price_comes_from() -> None:
 # --- faults ----------------------------------------------------------------------------------
 
 FAULTS = {
-    "429": "rate limited (HTTP 429)",
+    "429": "rate limited",
     "500": "exchange not available",
     "malformed": "malformed answer",
     "down": "unreachable",
@@ -360,3 +360,19 @@ def test_the_admin_refuses_a_new_agent_on_an_unlisted_symbol(server, client, adm
     form["config"] = json.dumps(config(server))
     assert client.post("/admin/agents/agent/add/", form).status_code == 302
     assert Agent.objects.filter(pk="feed_new").exists()
+
+
+def test_without_backfill_the_first_bar_is_the_first_candle_to_close_after_the_start(server) -> None:
+    kind, ctx = make(server, backfill_bars=0)
+    started_ms = time.time() * 1000
+    assert kind.step().counters["bars"] == 0
+    step_until_published(kind, ctx, 0)
+    assert all(b["open_ms"] >= started_ms - 1000 for b in ctx.published)
+    assert len(ctx.published) <= 4
+
+
+def test_a_market_the_exchange_no_longer_has_degrades_the_feed_but_not_the_others(server) -> None:
+    kind, ctx = make(server, symbol_map={**SYMBOL_MAP, "ETH-USD": "ETH/BTC"})  # no candles served
+    result = kind.step()
+    assert {b["symbol"] for b in ctx.published} == {"BTC-USD"}
+    assert result.gauges["degraded"] == 'market not listed: binance {"code":-1121,"msg":"Invalid symbol."}'
