@@ -430,9 +430,12 @@ class MarketData(AgentKind):
         return result
 
     def _bar_message(self, candle: Candle) -> dict[str, Any]:
+        # ts is when the close was the price (the candle's end), as downstream ages are
+        # measured (the decision's max_signal_age_seconds); open_ms is the exchange's own stamp.
+        closed_ms = candle.open_ms + self._feed_tf_ms()
         return {
             "type": "bar",
-            "ts": datetime.fromtimestamp(candle.open_ms / 1000, UTC).isoformat(),
+            "ts": datetime.fromtimestamp(closed_ms / 1000, UTC).isoformat(),
             "symbol": candle.symbol,
             "open": candle.open,
             "high": candle.high,
@@ -446,6 +449,9 @@ class MarketData(AgentKind):
             "timeframe": self.config.timeframe,
             "open_ms": candle.open_ms,
         }
+
+    def _feed_tf_ms(self) -> int:
+        return self._feed.tf_ms if self._feed is not None else 0
 
     @staticmethod
     def _feed_state(feed: ExchangeFeed) -> str:

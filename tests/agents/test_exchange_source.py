@@ -11,6 +11,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -90,6 +91,8 @@ def test_backfill_comes_first_then_each_closed_candle_once_with_the_exchange_tim
         assert bar["type"] == "bar" and bar["source"] == "exchange" and bar["exchange"] == "binance"
         assert bar["market"] == SYMBOL_MAP[bar["symbol"]] and bar["timeframe"] == "1s"
         assert bar["open_ms"] % 1000 == 0 and bar["price"] == bar["close"]
+        # ts: when the close was the price, the candle's end.
+        assert datetime.fromisoformat(bar["ts"]).timestamp() * 1000 == bar["open_ms"] + 1000
         # Closed candles only: none still forming when it was published.
         assert bar["open_ms"] + 1000 <= time.time() * 1000
     # Interleaved by time, so a restart finds every symbol among the newest messages.
