@@ -202,6 +202,7 @@ def update_agent(agent_id: str, changes: dict[str, Any], *, user=None) -> Update
     (config_version moves and the flags carry it)."""
     if not isinstance(changes, dict):
         raise InvalidInput("The changes must be a JSON object.", code="invalid")
+    _warm_agent_checks(agent_id, changes)
     with transaction.atomic():
         agent = _get_agent_for_update(agent_id)
         updates, inputs = _validated_agent_changes(agent, changes)
@@ -275,6 +276,21 @@ def _validated_agent_changes(
     if {"config", "kind", "symbols"} & set(updates):
         _check_agent(agent, kind, updates)
     return updates, inputs
+
+
+def _warm_agent_checks(agent_id: str, changes: dict[str, Any]) -> None:
+    """Run the kind's checks once before the row is locked, so what they download (an
+    exchange's market list, then cached) is not fetched while the lock is held; the
+    checks inside the transaction decide."""
+    if not {"config", "kind", "symbols"} & set(changes):
+        return
+    agent = Agent.objects.filter(pk=agent_id).first()
+    if agent is None:
+        return
+    try:
+        _check_agent(agent, changes.get("kind", agent.kind), changes)
+    except (InvalidInput, UnknownKind, TypeError, ValueError):
+        pass  # said properly, with everything else, by the validation inside
 
 
 def _check_agent(agent: Agent, kind: str, changes: dict[str, Any]) -> None:

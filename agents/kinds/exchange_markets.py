@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import json
 import logging
+import time
 
 import ccxt
 import redis
@@ -26,6 +27,10 @@ from agents.runtime.redis import get_redis
 log = logging.getLogger(__name__)
 
 MARKETS_TTL_SECONDS = 3600
+# A failed download is remembered this long in the process, so a save that checks twice
+# (before and inside its transaction) waits for an unreachable exchange once.
+FAILURE_MEMORY_SECONDS = 10.0
+_failures: dict[str, tuple[float, str]] = {}
 # How many alternatives a refusal names.
 SUGGESTIONS = 5
 
@@ -54,14 +59,20 @@ def listed_symbols(exchange_id: str, base_url: str | None = None) -> list[str]:
         cached = None
     if cached:
         return list(json.loads(cached))
+    failed_at, reason = _failures.get(key, (float("-inf"), ""))
+    if time.monotonic() - failed_at < FAILURE_MEMORY_SECONDS:
+        raise MarketsUnavailable(reason)
     exchange = make_exchange(exchange_id, base_url)
     try:
         markets = exchange.load_markets()
     except ccxt.BaseError as exc:
-        raise MarketsUnavailable(
+        reason = (
             f"the market list of {exchange.name} could not be loaded ({describe_error(exc)}); "
             "try again when the exchange answers"
-        ) from None
+        )
+        _failures[key] = (time.monotonic(), reason)
+        raise MarketsUnavailable(reason) from None
+    _failures.pop(key, None)
     symbols = sorted(
         symbol
         for symbol, market in markets.items()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agents.kinds import ConfigError, exchange_feed, validate_config
+from agents.kinds import ConfigError, exchange_feed, exchange_markets, validate_config
 from agents.kinds import exchange_client as client_module
 from agents.kinds.exchange_client import exchange_label, make_exchange, rebase
 from agents.kinds.exchange_markets import exchange_symbol, listed_symbols
@@ -47,6 +47,7 @@ def _no_cached_markets() -> Iterator[None]:
     client = get_redis()
     for key in client.scan_iter(match=keys.exchange_markets("*", "*"), count=1000):
         client.delete(key)
+    exchange_markets._failures.clear()
 
 
 def config(server: ExchangeServer, **extra: Any) -> dict[str, Any]:
@@ -379,3 +380,18 @@ def test_a_market_the_exchange_no_longer_has_degrades_the_feed_but_not_the_other
     result = kind.step()
     assert {b["symbol"] for b in ctx.published} == {"BTC-USD"}
     assert result.gauges["degraded"] == 'market not listed: binance {"code":-1121,"msg":"Invalid symbol."}'
+
+
+@pytest.mark.django_db
+def test_a_save_with_the_exchange_out_of_reach_asks_it_once_and_is_refused(server, make_agent) -> None:
+    from control import services
+    from control.errors import InvalidInput
+
+    agent = make_agent("feed_off", symbols=["BTC-USD"])
+    server.fault = "down"
+    with pytest.raises(InvalidInput, match="cannot check the symbols: the market list of Binance"):
+        services.update_agent(agent.agent_id, {"config": config(server)})
+    # Checked before the row is locked and again inside: the exchange was asked once.
+    assert sum("exchangeInfo" in path for path in server.requests) == 1
+    agent.refresh_from_db()
+    assert agent.config["source"] == "simulated"
