@@ -35,6 +35,10 @@ SETTLE_SECONDS = 1.0
 # poll has spent this long, the markets left wait for the next step (due at once), so a
 # step is at most this plus one request (exchange_client.TIMEOUT_MS).
 POLL_BUDGET_SECONDS = 2.0
+# A candle that should have closed but is not in the exchange's answer yet (the exchange
+# is late, or the market had no trade and the exchange skips empty candles) is asked for
+# again this soon, not a whole timeframe later.
+LATE_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -198,6 +202,9 @@ class ExchangeFeed:
         settle = min(SETTLE_SECONDS, tf / 10)
         next_close = (math.floor(now / tf) + 1) * tf
         self.next_poll = next_close + settle
+        newest_closed_open = (int(now * 1000) // self.tf_ms - 1) * self.tf_ms
+        if any(self.last_open_ms.get(s, newest_closed_open) < newest_closed_open for s in self.markets):
+            self.next_poll = min(self.next_poll, now + LATE_RETRY_SECONDS)
 
     def failed(self, exc: BaseException) -> None:
         reason = describe_error(exc)

@@ -8,6 +8,7 @@ allow a private gateway. Timeframe 1s (which Binance offers), so candles close e
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -395,3 +396,31 @@ def test_a_save_with_the_exchange_out_of_reach_asks_it_once_and_is_refused(serve
     assert sum("exchangeInfo" in path for path in server.requests) == 1
     agent.refresh_from_db()
     assert agent.config["source"] == "simulated"
+
+
+def test_a_candle_the_exchange_is_late_with_is_asked_for_again_soon_not_a_timeframe_later(settings) -> None:
+    settings.FETCH_ALLOWED_HOSTS = ["127.0.0.1"]
+    now = [1_796_220_030.5]  # half-way through a minute, on a clock the test moves
+    with ExchangeServer(clock=lambda: now[0]) as server:
+        feed = exchange_feed.ExchangeFeed(
+            make_exchange("binance", server.base_url),
+            "1m",
+            {"BTC-USD": "BTC/USDT"},
+            5,
+            {},
+            logging.getLogger("tests.exchange"),
+            clock=lambda: now[0],
+        )
+        newest_closed = (int(now[0] * 1000) // 60_000 - 1) * 60_000
+        server.missing = {newest_closed}  # not in the exchange's answers yet
+        poll = feed.poll()
+        feed.schedule()
+        assert [c.open_ms for c in poll.candles][-1] == newest_closed - 60_000 and poll.gaps == 0
+        assert feed.next_poll - now[0] == exchange_feed.LATE_RETRY_SECONDS  # not 30 s later
+        server.missing = set()
+        now[0] += exchange_feed.LATE_RETRY_SECONDS
+        poll = feed.poll()
+        feed.schedule()
+        assert [c.open_ms for c in poll.candles] == [newest_closed]
+        # Up to date: the next poll is when the next candle has closed (and settled).
+        assert feed.next_poll == (newest_closed + 2 * 60_000) / 1000 + exchange_feed.SETTLE_SECONDS
