@@ -424,3 +424,19 @@ def test_a_candle_the_exchange_is_late_with_is_asked_for_again_soon_not_a_timefr
         assert [c.open_ms for c in poll.candles] == [newest_closed]
         # Up to date: the next poll is when the next candle has closed (and settled).
         assert feed.next_poll == (newest_closed + 2 * 60_000) / 1000 + exchange_feed.SETTLE_SECONDS
+
+
+@pytest.mark.django_db
+def test_the_api_answers_422_naming_what_the_exchange_lists(server, make_agent, operator_client) -> None:
+    make_agent("feed_api", symbols=["BTC-USD"])
+    response = operator_client.post(
+        "/api/agents/feed_api/config",
+        data=json.dumps(config(server, symbol_map={})),
+        content_type="application/json",
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["code"] == "invalid_config"
+    [error] = body["errors"]
+    assert error["field"] == "symbols" and "it lists BTC/USDT" in error["reason"]
+    assert Agent.objects.get(pk="feed_api").config["source"] == "simulated"
