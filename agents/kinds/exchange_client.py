@@ -74,6 +74,11 @@ class _PolicyFetch:
 
     id: str
     timeout: int
+    # True when an operator's base URL replaced the exchange's hosts: then a refusal reads
+    # the same whatever its cause (agents.net.fetch), so saving reveals nothing about the
+    # network. The exchange's own public hosts are no secret: a name that does not
+    # resolve there means no network, and is said so.
+    operator_url = False
 
     def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
         if method != "GET" or body:
@@ -86,6 +91,8 @@ class _PolicyFetch:
         except FetchTimeout as exc:
             raise ccxt.RequestTimeout(f"{self.id}: {exc}") from None
         except FetchRefused as exc:
+            if not self.operator_url and exc.reason.endswith("does not resolve"):
+                raise ccxt.NetworkError(f"{self.id}: {exc.reason} (no network or no DNS?)") from None
             # Not a network fault: retrying changes nothing until the operator allows the host.
             raise ccxt.PermissionDenied(f"{self.id}: {exc}") from None
         except FetchStatus as exc:
@@ -124,6 +131,7 @@ def make_exchange(exchange_id: str, base_url: str | None = None) -> ccxt.Exchang
     _spot_only(exchange)
     if base_url:
         exchange.urls["api"] = rebase(exchange.urls.get("api"), base_url)
+        exchange.operator_url = True
     return exchange
 
 

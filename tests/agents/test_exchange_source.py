@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+import ccxt
 import pytest
 
 from agents.kinds import ConfigError, exchange_feed, exchange_markets, validate_config
@@ -440,3 +441,18 @@ def test_the_api_answers_422_naming_what_the_exchange_lists(server, make_agent, 
     [error] = body["errors"]
     assert error["field"] == "symbols" and "it lists BTC/USDT" in error["reason"]
     assert Agent.objects.get(pk="feed_api").config["source"] == "simulated"
+
+
+def test_no_network_reads_as_unreachable_for_the_exchange_own_hosts_only(server, monkeypatch) -> None:
+    from agents.net import fetch as fetch_module
+
+    def no_dns(host: str, port: int) -> list:
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(fetch_module, "system_resolver", no_dns)
+    unresolved = r"api\.binance\.com does not resolve \(no network or no DNS\?\)"
+    with pytest.raises(ccxt.NetworkError, match=unresolved):
+        make_exchange("binance").load_markets()
+    # An operator's URL: the policy's one sentence, whatever the cause.
+    with pytest.raises(ccxt.PermissionDenied, match="refused by policy"):
+        make_exchange("binance", "https://gateway.invalid").load_markets()
