@@ -13,7 +13,7 @@ from django.contrib import admin
 from django.utils import timezone
 
 from agents.graph import inputs_refusal
-from agents.kinds import ConfigError, UnknownKind, kind_names, validate_config
+from agents.kinds import ConfigError, UnknownKind, get_kind, kind_names, validate_config
 from agents.models import AGENT_EDITABLE_FIELDS, RUNNABLE_STATE_FIELDS, Agent, LogEntry
 
 OBSERVED = (*RUNNABLE_STATE_FIELDS, "last_active", "config_version", "created_at", "updated_at")
@@ -35,12 +35,20 @@ class AgentForm(forms.ModelForm):
         kind, config = data.get("kind"), data.get("config")
         if kind:
             try:
-                data["config"] = validate_config(kind, config, strict=True).model_dump(mode="json")
+                parsed = validate_config(kind, config, strict=True)
             except UnknownKind as exc:
                 self.add_error("kind", str(exc))
             except ConfigError as exc:
                 for field, reason in exc.errors:
                     self.add_error("config", f"{field}: {reason}")
+            else:
+                data["config"] = parsed.model_dump(mode="json")
+                # A new agent: the kind's checks beyond its schema (an exchange's market
+                # list). An edit gets them from control.services, which it goes through.
+                symbols = data.get("symbols")
+                if self.instance._state.adding and isinstance(symbols, list) and not self.errors:
+                    for field, reason in get_kind(kind).check_agent(parsed, symbols):
+                        self.add_error("config", f"{field}: {reason}")
         # Symbols are checked by the model's field (agents.validators.validate_symbols).
         agent_id = data.get("agent_id") or getattr(self.instance, "agent_id", "")
         inputs = data.get("inputs_from")

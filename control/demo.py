@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -104,23 +103,12 @@ DEMO_SESSIONS = [
 ]
 
 
-def valid_configs(specs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Each spec's config as its kind validates it (agent id -> config); raises ConfigError
-    before anything is created."""
-    return {
-        spec["agent_id"]: validate_config(spec["kind"], spec["config"]).model_dump(mode="json")
-        for spec in specs
-    }
-
-
 @transaction.atomic
-def seed_agents(specs: list[dict[str, Any]] | None = None) -> list[str]:
+def seed_agents() -> list[str]:
     """Create the demo agents that are missing; existing ones (and their state) are kept."""
-    specs = DEMO_AGENTS if specs is None else specs
-    configs = valid_configs(specs)
     created = []
-    for spec in specs:
-        config = configs[spec["agent_id"]]
+    for spec in DEMO_AGENTS:
+        config = validate_config(spec["kind"], spec["config"]).model_dump(mode="json")
         agent, was_created = Agent.objects.get_or_create(
             agent_id=spec["agent_id"],
             defaults={
@@ -140,14 +128,14 @@ def seed_agents(specs: list[dict[str, Any]] | None = None) -> list[str]:
 
 
 @transaction.atomic
-def seed_sessions(specs: list[dict[str, Any]] | None = None) -> list[str]:
+def seed_sessions() -> list[str]:
     """Create the demo sessions that are missing (ready, not started); existing ones are kept."""
     created = []
-    for spec in DEMO_SESSIONS if specs is None else specs:
+    for spec in DEMO_SESSIONS:
         if TradingSession.objects.filter(pk=spec["session_id"]).exists():
             continue
         TradingSession.objects.create(
-            **{"decision_agent_id": "decision_main", "execution_agent_id": "execution_paper", **spec}
+            decision_agent_id="decision_main", execution_agent_id="execution_paper", **spec
         )
         created.append(spec["session_id"])
     return created

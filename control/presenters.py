@@ -45,14 +45,24 @@ def _loop_reads(kind: str, ids: list[str]) -> dict[str, tuple[dict[str, str], An
 
 # --- what a loop goes through, shown beside its status ------------------------------
 
-NO_LOOP_NOTE = {"waiting_for": None, "waiting_since": None, "stale_seconds": None}
+NO_LOOP_NOTE = {
+    "waiting_for": None,
+    "waiting_since": None,
+    "stale_seconds": None,
+    "degraded": None,
+    "degraded_since": None,
+    "last_price_at": None,
+}
 
 
 def loop_notes(kind: str, rows: list[Any]) -> dict[str, dict[str, Any]]:
     """Per runnable (agents or sessions), besides its status: what its loop waits for
     (`waiting_for` "database" or "redis", `waiting_since`) while an outage holds it up,
-    and `stale_seconds` while it should be live but has not ticked (agents.runtime.staleness).
-    One Redis round trip; with Redis away, the wait as the loops wrote it to the database."""
+    and `stale_seconds` while it should be live but has not ticked (agents.runtime.staleness);
+    `degraded` (a sentence) and `degraded_since` while its kind works in a degraded state
+    (an exchange feed that cannot reach the exchange), and `last_price_at`, the time of
+    the newest price it published, where its kind reports one. One Redis round trip;
+    with Redis away, the wait as the loops wrote it to the database."""
     if not rows:
         return {}
     return _notes(rows, _loop_reads(kind, [row.pk for row in rows]))
@@ -67,6 +77,8 @@ def _notes(rows: list[Any], reads: dict[str, tuple[dict[str, str], Any]] | None)
     for row in rows:
         snapshot, beat = reads[row.pk]
         waiting_for, waiting_since = snapshot.get("waiting_for"), snapshot.get("waiting_since")
+        degraded, degraded_since = snapshot.get("degraded"), snapshot.get("degraded_since")
+        last_price_at = snapshot.get("last_price_at")
         beat_at = beat_time(beat)
         stale = stale_for(row.desired_state, row.status, row.status_changed_at, beat_at, now, threshold)
         live = row.status in LIVE_STATUSES and stale is None
@@ -74,6 +86,9 @@ def _notes(rows: list[Any], reads: dict[str, tuple[dict[str, str], Any]] | None)
             "waiting_for": waiting_for if live and waiting_for else None,
             "waiting_since": _when(waiting_since) if live and waiting_for else None,
             "stale_seconds": round(stale, 1) if stale is not None and math.isfinite(stale) else None,
+            "degraded": degraded if live and degraded else None,
+            "degraded_since": _when(degraded_since) if live and degraded else None,
+            "last_price_at": _when(last_price_at),
         }
     return notes
 
@@ -84,7 +99,7 @@ def _notes_without_redis(row: Any) -> dict[str, Any]:
         return dict(NO_LOOP_NOTE)
     stored = row.metrics if isinstance(row.metrics, dict) else {}
     since = _when(stored.get("waiting_since")) if stored.get("waiting_for") == REDIS else None
-    return {"waiting_for": REDIS, "waiting_since": since, "stale_seconds": None}
+    return {**NO_LOOP_NOTE, "waiting_for": REDIS, "waiting_since": since}
 
 
 def _when(unix: Any) -> dt.datetime | None:

@@ -21,7 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from agents.graph import inputs_refusal, upstream_first
-from agents.kinds import ConfigError, UnknownKind, validate_config
+from agents.kinds import ConfigError, UnknownKind, get_kind, validate_config
 from agents.models import AGENT_EDITABLE_FIELDS, Agent, LogEntry
 from agents.net.redact import redact_text, redact_url
 from agents.runtime import keys, lifecycle
@@ -203,6 +203,7 @@ def update_agent(agent_id: str, changes: dict[str, Any], *, user=None) -> Update
     (config_version moves and the flags carry it)."""
     if not isinstance(changes, dict):
         raise InvalidInput("The changes must be a JSON object.", code="invalid")
+    _warm_agent_checks(agent_id, changes)
     with transaction.atomic():
         agent = _get_agent_for_update(agent_id)
         updates, inputs = _validated_agent_changes(agent, changes)
@@ -273,7 +274,45 @@ def _validated_agent_changes(
         if inputs == current:
             inputs = None
     _full_clean(agent, updates, f"Agent {agent.agent_id}")
+    if {"config", "kind", "symbols"} & set(updates):
+        _check_agent(agent, kind, updates)
     return updates, inputs
+
+
+def _warm_agent_checks(agent_id: str, changes: dict[str, Any]) -> None:
+    """Run the kind's checks once before the row is locked, so what they download (an
+    exchange's market list, then cached) is not fetched while the lock is held; the
+    checks inside the transaction decide."""
+    if not {"config", "kind", "symbols"} & set(changes):
+        return
+    agent = Agent.objects.filter(pk=agent_id).first()
+    if agent is None:
+        return
+    try:
+        _check_agent(agent, changes.get("kind", agent.kind), changes)
+    except (InvalidInput, UnknownKind, TypeError, ValueError):
+        pass  # said properly, with everything else, by the validation inside
+
+
+def _check_agent(agent: Agent, kind: str, changes: dict[str, Any]) -> None:
+    """The kind's checks beyond its schema (an exchange's market list), on the config and
+    symbols as they would be saved; InvalidInput naming each problem."""
+    try:
+        config = validate_config(kind, changes.get("config", agent.config))
+    except (ConfigError, UnknownKind):
+        return  # the stored config no longer parses: only a new one is checked, above
+    symbols = changes.get("symbols", agent.symbols)
+    if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
+        return  # the symbols field's own validation refuses them (_full_clean)
+    problems = get_kind(kind).check_agent(config, symbols)
+    if problems:
+        raise InvalidInput(
+            f"The config for agent {agent.agent_id} is invalid: "
+            + "; ".join(f"{f}: {r}" for f, r in problems).removesuffix(".")
+            + ".",
+            code="invalid_config",
+            errors=[{"field": f, "reason": r} for f, r in problems],
+        )
 
 
 def _normalized_config(agent: Agent) -> Any:

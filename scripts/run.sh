@@ -31,12 +31,7 @@ with socket.socket() as s:
 fi
 
 .venv/bin/python manage.py migrate --noinput
-# DEMO_LIVE=<exchange id> (docs/operations.md, The live demo) also seeds a live graph; it
-# fails, with its sentence and nothing changed, when the exchange cannot be reached.
-.venv/bin/python manage.py seed_demo --admin || {
-    [ -n "${DEMO_LIVE:-}" ] && echo "run: unset DEMO_LIVE to run the simulated demo offline" >&2
-    exit 1
-}
+.venv/bin/python manage.py seed_demo --admin
 
 cat <<EOF
 

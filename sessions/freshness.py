@@ -1,8 +1,9 @@
 """How old a session's prices are, and when they are too old to trade on.
 
 A price is as old as the market moment it describes. Bars from a live source carry the
-exchange's own timestamp (a candle's open), so a bar published late, or history
-backfilled on start, is as old as that timestamp says. Simulated bars and CSV replays
+exchange's own timestamp (a candle's open, `ts`, and its length): the close is the price
+at the candle's end, so a bar published late, or history backfilled on start, is as old
+as its end says. Simulated bars and CSV replays
 describe no real moment (a replay's timestamps are history by design): their age is
 the time since they were published (the stream entry's id). Whichever is older counts,
 so a live bar with a clock ahead of ours is never younger than its publication.
@@ -14,6 +15,7 @@ AUTO_MIN_SECONDS: one bar may be late, two may not.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -39,6 +41,10 @@ def observed_at(data: Mapping[str, Any], stream_id: str) -> float:
     if str(data.get("source") or "").startswith(UNTIMED_SOURCES):
         return published
     stamped = _unix(data.get("ts"))
+    length = data.get("interval_seconds")
+    if stamped is not None and isinstance(length, int | float) and not isinstance(length, bool):
+        if math.isfinite(length) and length > 0:
+            stamped += length  # the close was the price at the bar's end
     return published if stamped is None else min(published, stamped)
 
 

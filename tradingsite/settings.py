@@ -135,10 +135,6 @@ TOKEN_THROTTLE_FAILURES = env.int("TOKEN_THROTTLE_FAILURES", default=20)
 # Workers fetch only public http(s) hosts (agents/net/url_policy.py); hosts listed here,
 # comma-separated `host` or `host:port`, may also be private or loopback addresses.
 FETCH_ALLOWED_HOSTS = env.list("FETCH_ALLOWED_HOSTS", default=[])
-# `seed_demo` (so `make run`) also builds the demo on this exchange's live prices: a ccxt
-# id such as binance or kraken; empty (the default) keeps the demo simulated and offline.
-DEMO_LIVE = env.str("DEMO_LIVE", default="")
-
 # --- Content-Security-Policy (control.middleware.ContentSecurityPolicy) ------
 # Everything from this site only: no inline or eval'd script (htmx's eval is off in
 # templates/base.html, no page uses hx-on or inline handlers), so injected markup cannot

@@ -85,6 +85,9 @@ class StepResult:
     published: int = 0
     summary: str = ""
     counters: dict[str, int] = field(default_factory=dict)
+    # Values to show as they are, not summed (a feed's degraded reason, its last price's
+    # time): written to the loop's live metrics; "" or 0 clears one.
+    gauges: dict[str, str | float] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,6 +128,12 @@ class AgentKind:
     def __init__(self, ctx: StepContext, config: KindConfig) -> None:
         self.ctx = ctx
         self.config = config
+
+    @classmethod
+    def check_agent(cls, config: KindConfig, symbols: list[str]) -> list[tuple[str, str]]:
+        """Problems, as (field, sentence), that the schema cannot see: facts outside the
+        config (an exchange's market list). Called when a config or symbols are saved."""
+        return []
 
     def step(self) -> StepResult:
         raise NotImplementedError

@@ -1,8 +1,9 @@
 """The `market_data` kind: the head of the signal graph, publishing one OHLCV bar per symbol.
 
-Two sources: a seeded simulator (regime-switching GBM with jumps, see simulated_market)
-or the replay of a CSV file under settings.MARKET_DATA_DIR (see csv_replay). Every
-message says where it came from in `source`, and simulated data always says
+Three sources: a seeded simulator (regime-switching GBM with jumps, see simulated_market),
+the replay of a CSV file under settings.MARKET_DATA_DIR (see csv_replay), or an
+exchange's closed candles through ccxt (see exchange_feed, docs/exchange-prices.md).
+Every message says where it came from in `source`, and simulated data always says
 "simulated", so nothing downstream can present it as real prices.
 
 Every bar's `ts` is its open and `interval_seconds` its length. A simulated bar spans the
@@ -18,9 +19,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,15 +31,35 @@ from pydantic import Field, ValidationInfo, field_validator
 from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, Price, StepContext, StepResult
 from agents.kinds.csv_replay import BadRow, CsvReplay, parse_timestamp, resolve_csv_path
+from agents.kinds.exchange_client import (
+    check_exchange_id,
+    exchange_label,
+    make_exchange,
+    offered_timeframes,
+)
+from agents.kinds.exchange_feed import Candle, ExchangeFeed
+from agents.kinds.exchange_markets import (
+    MarketsUnavailable,
+    exchange_symbol,
+    listed_symbols,
+    symbol_problems,
+)
 from agents.kinds.headlines import Headline, NewsDesk
 from agents.kinds.market_time import MarketClock
 from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
+from agents.net.url_policy import FetchableUrl
 from agents.validators import MAX_AGENT_SYMBOLS, MAX_SEED
 
 SUMMARY_SYMBOLS = 5
 # How many of its own newest messages per symbol a restart reads to find each symbol's
 # last bar (see MarketData._last_bars).
 RESUME_MESSAGES_PER_SYMBOL = 4
+# An exchange feed publishes candles of all its symbols interleaved by time, but one may
+# lag (a market that traded nothing): a restart reads this many messages per symbol.
+EXCHANGE_RESUME_MESSAGES_PER_SYMBOL = 50
+MAX_BACKFILL = 1000
+# ccxt's notation: BASE/QUOTE, with :SETTLE for derivatives.
+_EXCHANGE_SYMBOL = re.compile(r"[A-Za-z0-9._-]{1,32}/[A-Za-z0-9._-]{1,32}(:[A-Za-z0-9._-]{1,32})?")
 
 
 def _market_data_dir() -> Path:
@@ -59,7 +81,9 @@ class MarketData(AgentKind):
     roles = ("data_feed",)
 
     class Config(KindConfig):
-        source: Literal["simulated", "csv"] = Field("simulated", description="Where prices come from.")
+        source: Literal["simulated", "csv", "exchange"] = Field(
+            "simulated", description="Where prices come from."
+        )
         # --- simulated ---
         seed: int | None = Field(
             None,
@@ -115,6 +139,37 @@ class MarketData(AgentKind):
             description="CSV file under the market data folder (relative or absolute); required for csv.",
         )
         loop_at_end: bool = Field(False, description="Replay the CSV from the top when it ends.")
+        # --- exchange ---
+        exchange: str | None = Field(
+            None,
+            max_length=50,
+            validate_default=True,
+            description="ccxt id of the exchange (binance, kraken, coinbase, bitstamp, ...); "
+            "required for exchange. Public market data only, no API key.",
+        )
+        timeframe: str = Field(
+            "1m", max_length=10, description="Bar length, in ccxt's notation (1m, 5m, 1h, 1d)."
+        )
+        backfill_bars: int = Field(
+            100,
+            ge=0,
+            le=MAX_BACKFILL,
+            description="Bars of history published on start, so indicators are warm before "
+            "the first live bar.",
+        )
+        base_url: FetchableUrl | None = Field(
+            None,
+            max_length=2000,
+            description="Optional origin replacing the exchange's API host (a gateway, a proxy "
+            "mirroring the exchange, a local recording); private hosts only if listed in "
+            "FETCH_ALLOWED_HOSTS.",
+        )
+        symbol_map: dict[str, str] = Field(
+            default_factory=dict,
+            max_length=MAX_AGENT_SYMBOLS,
+            description='Our symbol -> the exchange\'s market, e.g. {"BTC-USD": "BTC/USDT"}; '
+            "unmapped BTC-USD means BTC/USD (USDT is never assumed for USD).",
+        )
 
         @field_validator("csv_path")
         @classmethod
@@ -126,6 +181,50 @@ class MarketData(AgentKind):
                 raise ValueError("required when source is 'csv'")
             resolve_csv_path(value.strip(), _market_data_dir())
             return value.strip()
+
+        @field_validator("exchange")
+        @classmethod
+        def _check_exchange(cls, value: str | None, info: ValidationInfo) -> str | None:
+            if info.data.get("source") != "exchange":
+                return value
+            if not value or not value.strip():
+                raise ValueError("required when source is 'exchange'")
+            return check_exchange_id(value)
+
+        @field_validator("timeframe")
+        @classmethod
+        def _check_timeframe(cls, value: str, info: ValidationInfo) -> str:
+            exchange_id = info.data.get("exchange")
+            if info.data.get("source") != "exchange" or not exchange_id:
+                return value
+            offered = offered_timeframes(exchange_id)
+            if value not in offered:
+                raise ValueError(
+                    f"{exchange_label(exchange_id)} offers no {value!r} bars; it offers {', '.join(offered)}"
+                )
+            return value
+
+        @field_validator("symbol_map")
+        @classmethod
+        def _check_symbol_map(cls, value: dict[str, str]) -> dict[str, str]:
+            for ours, theirs in value.items():
+                if not _EXCHANGE_SYMBOL.fullmatch(theirs):
+                    raise ValueError(
+                        f"{theirs!r} (for {ours}) is not a market in ccxt's notation, e.g. BTC/USDT"
+                    )
+            return value
+
+    @classmethod
+    def check_agent(cls, config: KindConfig, symbols: list[str]) -> list[tuple[str, str]]:
+        """An exchange config's markets must be listed by the exchange (its cached market list)."""
+        assert isinstance(config, cls.Config)
+        if config.source != "exchange" or not config.exchange:
+            return []
+        try:
+            listed = listed_symbols(config.exchange, config.base_url)
+        except MarketsUnavailable as exc:
+            return [("exchange", f"cannot check the symbols: {exc}")]
+        return symbol_problems(symbols, config.symbol_map, listed, exchange_label(config.exchange))
 
     config: Config
 
@@ -140,6 +239,7 @@ class MarketData(AgentKind):
         # gap is not a longer bar), unknown until the second timestamp.
         self._csv_prev: datetime | None = None
         self._csv_interval: float | None = None
+        self._feed: ExchangeFeed | None = None
 
     def step(self) -> StepResult:
         """Publish the next bar for each symbol (simulated now, or the CSV's next timestamp)."""
@@ -147,6 +247,8 @@ class MarketData(AgentKind):
             return StepResult(summary="no symbols configured")
         if self.config.source == "csv":
             return self._step_csv()
+        if self.config.source == "exchange":
+            return self._step_exchange()
         return self._step_simulated()
 
     def close(self) -> None:
@@ -306,6 +408,89 @@ class MarketData(AgentKind):
         ]
         return self._publish(messages, counters)
 
+    # --- exchange ---
+
+    def _start_feed(self) -> ExchangeFeed:
+        exchange_id = self.config.exchange or ""
+        markets = {s: exchange_symbol(s, self.config.symbol_map) for s in self.ctx.symbols}
+        # Resume after the newest candle of each symbol we published from this exchange.
+        last_open: dict[str, int] = {}
+        recent = self.ctx.recent_published(EXCHANGE_RESUME_MESSAGES_PER_SYMBOL * len(markets))
+        for message in recent:
+            symbol, open_ms = message.get("symbol"), message.get("open_ms")
+            if (
+                message.get("type") == "bar"
+                and message.get("source") == "exchange"
+                and message.get("exchange") == exchange_id
+                and message.get("timeframe") == self.config.timeframe
+                and symbol in markets
+                and symbol not in last_open
+                and isinstance(open_ms, int)
+            ):
+                last_open[symbol] = open_ms
+        for symbol, open_ms in last_open.items():
+            self.ctx.log.info("resuming %s after the candle opened at %s", symbol, _iso(open_ms))
+        return ExchangeFeed(
+            make_exchange(exchange_id, self.config.base_url),
+            self.config.timeframe,
+            markets,
+            self.config.backfill_bars,
+            last_open,
+            self.ctx.log,
+        )
+
+    def _step_exchange(self) -> StepResult:
+        if self._feed is None:
+            self._feed = self._start_feed()
+        feed = self._feed
+        if not feed.due():
+            return StepResult(summary=self._feed_state(feed), gauges=_feed_gauges(feed))
+        poll = feed.poll()
+        feed.schedule()
+        messages = [self._bar_message(c) for c in poll.candles]
+        counters = {
+            "gaps": poll.gaps,
+            "bad_candles": poll.bad_rows,
+            "feed_errors": int(feed.failure is not None),
+        }
+        if messages:
+            result = self._publish(messages, counters)
+        else:
+            result = StepResult(summary=self._feed_state(feed), counters={"bars": 0, **counters})
+        result.gauges = _feed_gauges(feed)
+        return result
+
+    def _bar_message(self, candle: Candle) -> dict[str, Any]:
+        # Like every bar: ts is its open (the exchange's own stamp, kept exact in open_ms)
+        # and interval_seconds its length, so its end, when the close was the price, is
+        # what downstream ages are measured from (market_time.bar_end_ts).
+        return {
+            "type": "bar",
+            "ts": _iso(candle.open_ms),
+            "interval_seconds": self._feed_tf_ms() / 1000,
+            "symbol": candle.symbol,
+            "open": candle.open,
+            "high": candle.high,
+            "low": candle.low,
+            "close": candle.close,
+            "volume": candle.volume,
+            "price": candle.close,
+            "source": "exchange",
+            "exchange": self.config.exchange,
+            "market": candle.market,
+            "timeframe": self.config.timeframe,
+            "open_ms": candle.open_ms,
+        }
+
+    def _feed_tf_ms(self) -> int:
+        return self._feed.tf_ms if self._feed is not None else 0
+
+    @staticmethod
+    def _feed_state(feed: ExchangeFeed) -> str:
+        if feed.failure is not None:
+            return f"degraded: {feed.failure}"
+        return "waiting for the next candle to close"
+
     # --- shared ---
 
     def _publish(self, messages: list[dict[str, Any]], counters: dict[str, int]) -> StepResult:
@@ -334,6 +519,19 @@ def _bar_end(bars: Any) -> float | None:
         ok = isinstance(length, (int, float)) and not isinstance(length, bool) and math.isfinite(length)
         ends.append(start + (max(float(length), 0.0) if ok else 0.0))
     return max(ends, default=None)
+
+
+def _feed_gauges(feed: ExchangeFeed) -> dict[str, str | float]:
+    """The feed's state for the card (cleared with "" and 0 when healthy)."""
+    return {
+        "degraded": feed.failure or "",
+        "degraded_since": feed.failed_since if feed.failure else 0,
+        "last_price_at": feed.last_bar_at or 0,
+    }
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def _fmt(price: float) -> str:

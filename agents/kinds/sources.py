@@ -38,7 +38,7 @@ def source_label(
         name = PurePath(file).name if file else name
         return f"Replay: {name}" if name else "Replay"
     if source == "exchange":
-        name = (exchange_name or "").strip() or (exchange or "").strip().capitalize()
+        name = (exchange_name or "").strip() or _exchange_name((exchange or "").strip())
         return f"Live: {name}" if name else "Live"
     return source or UNKNOWN
 
@@ -80,6 +80,16 @@ def _speed(value: Any) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) and value > 1 else None
+
+
+def _exchange_name(exchange_id: str) -> str:
+    """ccxt's name of the exchange ("Binance", "Coinbase Advanced"); the id as written for
+    one ccxt does not know."""
+    if not exchange_id:
+        return ""
+    from agents.kinds.exchange_client import exchange_label  # ccxt loads only when needed
+
+    return exchange_label(exchange_id.lower())
 
 
 def _text(value: Any) -> str | None:

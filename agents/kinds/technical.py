@@ -3,10 +3,11 @@
 Each step reads the new messages of the agents it consumes, feeds every bar's close to
 talipp's incremental indicators (moving-average crossover, RSI, MACD, Bollinger bands;
 see technical_indicators), and publishes, for each symbol that got bars, the weighted
-mean of the components' votes with the values behind it. The bars' `source` passes
-through, so a signal computed from simulated prices still says "simulated", and so does
-an accelerated simulation's `speed`. A signal's `ts` is when its newest bar closed (the
-bar's `ts`, its open, plus its `interval_seconds`): the time the price it judges was seen.
+mean of the components' votes with the values behind it, once every weighted component
+is warm (has seen enough bars). The bars' `source` passes through, so a signal computed
+from simulated prices still says "simulated", and so does an accelerated simulation's
+`speed`. A signal's `ts` is when its newest bar closed (the bar's `ts`, its open, plus its
+`interval_seconds`): the time the price it judges was seen.
 """
 
 from __future__ import annotations
@@ -111,9 +112,12 @@ class Technical(AgentKind):
         super().__init__(ctx, config)
         self._periods = self.config.periods()
         self._weights = self.config.weights.model_dump()
-        # Bars before the first signal: the quickest weighted component's warm-up.
+        # Bars before the first signal: the slowest weighted component's warm-up. A vote
+        # from the quickest alone (RSI after 15 bars) would be a different signal from the
+        # one configured, and would trade on it; an exchange feed's backfill warms them all
+        # before its first live bar.
         needed = self._periods.bars_needed()
-        self._warmup = min(needed[name] for name in COMPONENTS if self._weights[name] > 0)
+        self._warmup = max(needed[name] for name in COMPONENTS if self._weights[name] > 0)
         # One series per (producer, symbol): two feeds of one symbol must not interleave
         # their prices into one moving average.
         self._series: dict[tuple[str, str], Series] = {}
@@ -182,6 +186,8 @@ class Technical(AgentKind):
         )
 
     def _message(self, symbol: str, series: Series, speed: Any = None) -> dict[str, Any] | None:
+        if series.bars < self._warmup:
+            return None
         values = series.values()
         scores = component_scores(
             values,

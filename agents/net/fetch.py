@@ -35,6 +35,8 @@ from agents.net.url_policy import IPAddress, Target, UrlRefused, is_public, pars
 TIMEOUT_SECONDS = 5.0
 MAX_BYTES = 5_000_000
 MAX_REDIRECTS = 5
+# Of an error answer, only this much is read: enough for an API's error code and message.
+ERROR_BODY_BYTES = 65_536
 REDIRECTS = (301, 302, 303, 307, 308)
 REFUSED = (
     "refused by policy: the URL does not lead to a public address this server may fetch "
@@ -60,16 +62,20 @@ class FetchTooLarge(FetchError):
     pass
 
 
-class FetchStatus(FetchError):
-    """The server answered with a status that is not a success: it is reachable, though."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(f"the server answered HTTP {status}")
-        self.status = status
-
-
 class FetchTimeout(FetchError):
     pass
+
+
+class FetchStatus(FetchError):
+    """The server answered with an HTTP status that is not a success; `status` says which
+    (callers that retry tell a 429 or a 5xx from a 404 by it), `headers` and `body` (its
+    first ERROR_BODY_BYTES) what it said (an API's error code)."""
+
+    def __init__(self, status: int, headers: Mapping[str, str] | None = None, body: bytes = b"") -> None:
+        super().__init__(f"the server answered HTTP {status}")
+        self.status = status
+        self.headers = headers or {}
+        self.body = body
 
 
 @dataclass(frozen=True)
@@ -279,7 +285,8 @@ def _exchange(
         if answer.status == 304:
             return Response(304, answer.headers, b"", target.url), None
         if not 200 <= answer.status < 300:
-            raise FetchStatus(answer.status)
+            said = answer.read(ERROR_BODY_BYTES, decode_content=True)
+            raise FetchStatus(answer.status, answer.headers, said)
         too_large = FetchTooLarge(f"the response is larger than {max_bytes} bytes")
         declared = answer.headers.get("Content-Length", "")
         if declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
@@ -296,7 +303,9 @@ def _exchange(
     except FetchError:
         raise
     except (OSError, urllib3.exceptions.HTTPError) as exc:
-        if expired.is_set():
+        # The socket's own timeout (set to the time left) may fire a moment before the
+        # deadline's timer does: that too is the server being too slow, not a failure.
+        if expired.is_set() or isinstance(exc, TimeoutError | urllib3.exceptions.TimeoutError):
             raise too_slow from None
         if _is_tls_failure(exc):
             raise FetchError("the server's TLS certificate could not be verified") from None

@@ -21,6 +21,10 @@ from agents.runtime.loop import Loop
 # Streams are capped (approximately) so Redis memory stays bounded.
 STREAM_MAXLEN = 10_000
 SUMMARY_EVERY_SECONDS = 10.0
+# Gauges a kind may report (StepResult.gauges) that the card shows: cleared when a kind is
+# set up, so a note of the last config or run (an exchange feed's degraded state) does
+# not outlive it.
+KIND_GAUGES = ("degraded", "degraded_since", "last_price_at")
 
 
 class AgentLoop(Loop):
@@ -64,6 +68,7 @@ class AgentLoop(Loop):
         # A new run (or a reload) starts without problems; the kind reports its own.
         self.client.delete(keys.status(self.kind, row.agent_id))
         self.worker = kind(ctx, config)
+        self._gauges.update(dict.fromkeys(KIND_GAUGES, ""))
 
     def step(self) -> dict[str, int]:
         assert self.worker is not None
@@ -78,6 +83,7 @@ class AgentLoop(Loop):
             else:
                 self._log.debug(result.summary)
         self._steps += 1
+        self._gauges.update(result.gauges)
         counters = {"published": result.published, **result.counters, **self._edge_counts}
         self._edge_counts = {}
         return counters

@@ -74,3 +74,9 @@ def changes() -> str:
     """Pub/sub channel: "<kind>:<id>" whenever a runnable's status or desired state changes,
     so whoever shows state (the page) can look now instead of at its next poll."""
     return _k("changes")
+
+
+def exchange_markets(exchange_id: str, origin: str) -> str:
+    """The spot symbols an exchange lists (JSON, with a TTL), per API origin (base URL or
+    "default"): what a market_data config is checked against when it is saved."""
+    return _k("exchange", "markets", exchange_id, origin)

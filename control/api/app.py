@@ -177,6 +177,11 @@ class AgentOut(Schema):
     waiting_for: str | None = None
     waiting_since: datetime | None = None
     stale_seconds: float | None = None
+    # A kind working in a degraded state (an exchange feed that cannot reach the
+    # exchange): why, since when, and the time of its newest price.
+    degraded: str | None = None
+    degraded_since: datetime | None = None
+    last_price_at: datetime | None = None
 
 
 class AgentMetricsOut(Schema):

@@ -24,6 +24,9 @@ from agents.kinds.sources import accelerated, config_label, join_labels, message
             "Live: Coinbase Exchange",
         ),
         ({"source": "exchange"}, "Live"),
+        # Without a name in the message, ccxt's own name of the exchange, not a guess.
+        ({"source": "exchange", "exchange": "coinbase"}, "Live: Coinbase Advanced"),
+        ({"source": "exchange", "exchange": "BitStamp"}, "Live: Bitstamp"),
     ],
 )
 def test_config_labels(config: dict, label: str) -> None:

@@ -210,7 +210,7 @@ def test_combine_renormalises_over_the_ready_weighted_components() -> None:
 
 
 def test_indicator_values_are_talipps_and_the_hand_computed_ones() -> None:
-    kind, ctx = make()
+    kind, ctx = make({"weights": {"macd": 0}})  # MACD's long warm-up would hold the signal back
     closes = [float(i) for i in range(1, 21)]
     feed(kind, ctx, bars(closes))
     ind = ctx.published[-1]["indicators"]
@@ -279,28 +279,27 @@ def test_trend_weights_alone_make_a_rising_market_a_buy() -> None:
 # --- warm-up, stepping, message ---
 
 
-def test_nothing_is_emitted_while_warming_up_then_signals_come() -> None:
+def test_nothing_is_emitted_until_every_weighted_component_is_warm() -> None:
     kind, ctx = make()
-    # The quickest component, RSI(14), needs 15 bars; the others come later.
-    result = feed(kind, ctx, bars([100.0 + i for i in range(14)]))
+    # RSI(14) is warm after 15 bars, the averages and bands after 20, but MACD's histogram
+    # needs 26 + 9 - 1 = 34: no vote from a part of the indicators before then.
+    result = feed(kind, ctx, bars([100.0 + i for i in range(33)]))
     assert ctx.published == [] and not result.did_work and result.published == 0
-    assert result.summary == "warming up (14/15 bars)"
-    assert result.counters == {"bars_in": 14, "signals": 0}
-    result = feed(kind, ctx, bars([120.0]))
+    assert result.summary == "warming up (33/34 bars)"
+    assert result.counters == {"bars_in": 33, "signals": 0}
+    result = feed(kind, ctx, bars([140.0]))
     assert result.did_work and result.published == 1 and result.counters == {"bars_in": 1, "signals": 1}
     msg = ctx.published[0]
-    assert msg["components"] == {"ma_cross": None, "rsi": -1.0, "macd": None, "bollinger": None}
-    assert msg["signal"] == -1.0 and msg["indicators"]["sma_slow"] is None
-    assert result.summary == "BTC-USD -1.00"
-    feed(kind, ctx, bars([121.0 + i for i in range(5)]))
-    components = ctx.published[-1]["components"]
-    assert components["ma_cross"] is not None and components["bollinger"] is not None
-    assert components["macd"] is None and ctx.published[-1]["indicators"]["macd_hist"] is None
+    assert all(score is not None for score in msg["components"].values()), msg["components"]
+    assert result.summary == f"BTC-USD {msg['signal']:+.2f}"
 
 
 def test_the_warm_up_counts_only_weighted_components() -> None:
     kind, ctx = make({"weights": {"ma_cross": 0, "rsi": 0, "bollinger": 0}})
     assert feed(kind, ctx, bars([100.0 + i for i in range(33)])).summary == "warming up (33/34 bars)"
+    assert feed(kind, ctx, bars([140.0])).published == 1
+    kind, ctx = make({"weights": {"macd": 0}})  # then the averages and bands, 20 bars
+    assert feed(kind, ctx, bars([100.0 + i for i in range(19)])).summary == "warming up (19/20 bars)"
     assert feed(kind, ctx, bars([140.0])).published == 1
 
 
@@ -322,7 +321,7 @@ def test_the_summary_names_signals_and_symbols_still_warming_up() -> None:
     result = feed(
         kind, ctx, bars([1, 2, 3, 4, 5]) + bars([1, 2], symbol="ETH-USD") + bars([3], symbol="SOL-USD")
     )
-    assert result.summary == f"BTC-USD {ctx.published[0]['signal']:+.2f}; 2 symbols warming up (2/4 bars)"
+    assert result.summary == f"BTC-USD {ctx.published[0]['signal']:+.2f}; 2 symbols warming up (2/5 bars)"
 
 
 def test_the_message_format() -> None:
@@ -405,17 +404,17 @@ def test_a_feed_that_changes_source_starts_a_new_series() -> None:
     kind, ctx = make(SMALL)
     feed(kind, ctx, bars([1, 2, 3, 4, 5], source="simulated"))
     result = feed(kind, ctx, bars([100, 101], source="csv:btc.csv"))
-    assert result.published == 0 and result.summary == "warming up (2/4 bars)"
-    feed(kind, ctx, bars([102, 103], source="csv:btc.csv"))
+    assert result.published == 0 and result.summary == "warming up (2/5 bars)"
+    feed(kind, ctx, bars([102, 103, 104], source="csv:btc.csv"))
     assert ctx.published[-1]["source"] == "csv:btc.csv"
-    assert ctx.published[-1]["indicators"]["sma_slow"] == pytest.approx(101.5)
+    assert ctx.published[-1]["indicators"]["sma_slow"] == pytest.approx(102.5)
 
 
 def test_two_producers_of_one_symbol_are_not_mixed() -> None:
     kind, ctx = make(SMALL)
-    batch = bars([1, 2, 3, 4], producer="a") + bars([100, 100, 100, 100], producer="b")
+    batch = bars([1, 2, 3, 4, 5], producer="a") + bars([100, 100, 100, 100, 100], producer="b")
     feed(kind, ctx, batch)
-    assert sorted(m["indicators"]["sma_slow"] for m in ctx.published) == [2.5, 100.0]
+    assert sorted(m["indicators"]["sma_slow"] for m in ctx.published) == [3.5, 100.0]
 
 
 # --- emit modes ---
@@ -453,7 +452,7 @@ def test_the_signal_and_every_component_stay_within_minus_one_and_one(
         closes.append(closes[-1] * math.exp(r))
     for i in range(0, len(closes), chunk):
         feed(kind, ctx, bars(closes[i : i + chunk]))
-    assert len(closes) < 4 or ctx.published
+    assert len(closes) < 5 or ctx.published  # SMALL's slowest warm-up: MACD, 4 + 2 - 1 bars
     for msg in ctx.published:
         assert -1 <= msg["signal"] <= 1
         assert all(c is None or -1 <= c <= 1 for c in msg["components"].values())

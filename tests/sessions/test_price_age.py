@@ -202,6 +202,9 @@ def test_a_live_bar_is_as_old_as_its_exchange_timestamp_and_a_replay_as_its_publ
     assert freshness.observed_at(live, f"{now_ms}-0") == pytest.approx(hour_ago / 1000)
     iso = datetime.fromtimestamp(hour_ago / 1000, UTC).isoformat()
     assert freshness.observed_at({**live, "ts": iso}, f"{now_ms}-0") == pytest.approx(hour_ago / 1000)
+    # A candle's close is the price at its end: ts (its open) plus its length.
+    candle = {**live, "ts": iso, "interval_seconds": 60}
+    assert freshness.observed_at(candle, f"{now_ms}-0") == pytest.approx(hour_ago / 1000 + 60)
     replay = {"type": "bar", "ts": "2021-01-01T00:00:00+00:00", "source": "csv:btc.csv"}
     assert freshness.observed_at(replay, f"{now_ms}-0") == pytest.approx(now_ms / 1000)
     # A clock ahead of ours never makes a bar younger than its publication.

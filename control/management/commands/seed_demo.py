@@ -1,18 +1,15 @@
-from django.conf import settings
 from django.core.management.base import CommandError
-from django.db import transaction
 
-from agents.kinds import ConfigError
-from control import demo_live
-from control.demo import ensure_admin, seed_agents, seed_sessions, valid_configs
+from control.demo import ensure_admin, seed_agents, seed_sessions
 from control.management.base import ControlCommand
 
 
 class Command(ControlCommand):
     help = (
         "Create the demo agent graph and two paper trading sessions (idempotent) "
-        "and, with --admin, an admin user. With --live <exchange id> (or DEMO_LIVE), also "
-        "a graph on that exchange's live public prices and real news feeds."
+        "and, with --admin, an admin user. --live EXCHANGE switches the demo's market data "
+        "to that exchange's live prices (needs network; docs/exchange-prices.md), "
+        "--simulated back to the simulated market."
     )
     redis_needed = False
 
@@ -20,52 +17,63 @@ class Command(ControlCommand):
         parser.add_argument(
             "--admin", action="store_true", help="also create user 'admin' with a random password"
         )
-        parser.add_argument(
+        source = parser.add_mutually_exclusive_group()
+        source.add_argument(
             "--live",
             metavar="EXCHANGE",
-            default=None,
-            help="also build the demo on this exchange's live prices (a ccxt id: binance, kraken, "
-            "coinbase, bitstamp...); default: the DEMO_LIVE setting, empty for none",
+            help="trade the demo on this exchange's live prices (a ccxt id: binance, kraken, coinbase, ...)",
+        )
+        source.add_argument(
+            "--simulated", action="store_true", help="trade the demo on the simulated market again"
+        )
+        parser.add_argument("--base-url", help="with --live: a gateway or proxy in front of the exchange")
+        parser.add_argument("--timeframe", default="1m", help="with --live: bar length (default 1m)")
+        parser.add_argument(
+            "--map",
+            action="append",
+            default=[],
+            metavar="OURS=THEIRS",
+            help="with --live: the exchange market of a demo symbol, e.g. BTC-USD=BTC/USDC (repeatable)",
         )
         parser.add_argument(
             "--feed",
             action="append",
+            default=[],
             metavar="URL",
-            help="an RSS/Atom feed for the live sentiment agent (repeat for several; "
+            help="with --live: an RSS/Atom feed for the news sentiment agent (repeatable; "
             "default: a few well-known crypto news feeds)",
         )
-        parser.add_argument(
-            "--base-url", metavar="URL", help="the exchange API's address (a proxy or private gateway)"
-        )
-        parser.add_argument("--quote", metavar="CODE", help="quote currency on the exchange (USD, USDT...)")
 
-    def run(self, *args, admin: bool = False, live=None, feed=None, base_url=None, quote=None, **options):
-        exchange = (live if live is not None else settings.DEMO_LIVE).strip().lower()
-        live_agents, live_sessions = [], []
-        if exchange:
-            # Everything is checked before anything is written: offline, nothing changes.
-            try:
-                name = demo_live.check_reachable(exchange, base_url)
-                live_agents = demo_live.live_agents(
-                    exchange, name, feeds=feed, base_url=base_url, quote=quote
-                )
-                valid_configs(live_agents)
-            except demo_live.LiveDemoError as exc:
-                raise CommandError(str(exc)) from None
-            except ConfigError as exc:
-                raise CommandError(f"The live demo's config is refused: {exc}") from None
-            live_sessions = demo_live.live_sessions(name)
-        with transaction.atomic():
-            created = seed_agents()
-            sessions = seed_sessions()
-            if live_agents:
-                created += seed_agents(live_agents)
-                sessions += seed_sessions(live_sessions)
+    def run(self, *args, admin: bool = False, **options):
+        created = seed_agents()
         self.stdout.write(f"demo agents: {', '.join(created) if created else 'already present'}")
+        sessions = seed_sessions()
         self.stdout.write(f"demo sessions: {', '.join(sessions) if sessions else 'already present'}")
-        if live_agents:
-            self.stdout.write(f"live demo on {exchange}: start its agents and sessions from the panel")
         if admin:
             was_created, path = ensure_admin()
             verb = "created" if was_created else "exists"
             self.stdout.write(f"user 'admin' {verb}; its password is in {path}")
+        if options.get("live"):
+            self._live(options)
+        elif options.get("simulated"):
+            from control.live_demo import switch_to_simulated
+
+            self.stdout.write(f"demo market data: {switch_to_simulated()}")
+
+    def _live(self, options) -> None:
+        from control.live_demo import check_news_feeds, switch_news_to_feeds, switch_to_exchange
+
+        mapped = {}
+        for pair in options["map"]:
+            ours, sep, theirs = pair.partition("=")
+            if not sep or not ours.strip() or not theirs.strip():
+                raise CommandError(f"--map {pair!r}: write OURS=THEIRS, e.g. BTC-USD=BTC/USDT.")
+            mapped[ours.strip().upper()] = theirs.strip()
+        if options["feed"]:
+            check_news_feeds(options["feed"])
+        switched = switch_to_exchange(options["live"], options.get("base_url"), options["timeframe"], mapped)
+        self.stdout.write(f"demo market data: {switched.name}")
+        for ours, theirs in switched.symbol_map.items():
+            self.stdout.write(f"  {ours} trades at {theirs}")
+        feeds = switch_news_to_feeds(options["feed"])
+        self.stdout.write(f"demo news: {len(feeds)} RSS/Atom feeds ({', '.join(feeds)})")
