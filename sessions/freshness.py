@@ -15,11 +15,11 @@ AUTO_MIN_SECONDS: one bar may be late, two may not.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 from typing import Any
+
+from agents.kinds.market_time import bar_end_epoch
 
 AUTO_MIN_SECONDS = 60.0
 AUTO_SLACK_SECONDS = 30.0
@@ -40,11 +40,7 @@ def observed_at(data: Mapping[str, Any], stream_id: str) -> float:
     published = published_at(stream_id)
     if str(data.get("source") or "").startswith(UNTIMED_SOURCES):
         return published
-    stamped = _unix(data.get("ts"))
-    length = data.get("interval_seconds")
-    if stamped is not None and isinstance(length, int | float) and not isinstance(length, bool):
-        if math.isfinite(length) and length > 0:
-            stamped += length  # the close was the price at the bar's end
+    stamped = bar_end_epoch(data)  # the close was the price at the bar's end
     return published if stamped is None else min(published, stamped)
 
 
@@ -99,18 +95,3 @@ class StaleWatch:
         ended = sorted(self.stale - now_stale)
         self.stale = now_stale
         return began, ended
-
-
-def _unix(ts: Any) -> float | None:
-    if isinstance(ts, bool):
-        return None
-    if isinstance(ts, int | float):
-        # Exchanges stamp in milliseconds; a message in seconds stays readable too.
-        return ts / 1000 if ts > 1e11 else float(ts)
-    try:
-        when = datetime.fromisoformat(str(ts))
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()

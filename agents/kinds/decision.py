@@ -33,6 +33,7 @@ from pydantic import Field, field_validator
 
 from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, StepContext, StepResult, Weight, must_be_below
+from agents.kinds.market_time import epoch_seconds
 from agents.kinds.sources import accelerated
 from agents.runtime.bus import InputMessage
 
@@ -199,7 +200,7 @@ class Decision(AgentKind):
             symbol = data.get("symbol")
             if field is None or not isinstance(symbol, str) or (wanted and symbol not in wanted):
                 continue
-            value, at = _number(data.get(field)), _epoch(data.get("ts"))
+            value, at = _number(data.get(field)), epoch_seconds(data.get("ts"))
             if value is None or at is None:
                 # Without a value or a time (to judge freshness) a signal cannot be weighed.
                 self.ctx.log.debug(
@@ -314,19 +315,6 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
-
-
-def _epoch(ts: Any) -> float | None:
-    """Seconds since the epoch of an ISO 8601 ts (naive = UTC) or an epoch number."""
-    if isinstance(ts, str):
-        try:
-            parsed = datetime.fromisoformat(ts.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=UTC)
-        return parsed.timestamp()
-    return _number(ts)
 
 
 def _weight(weight: float) -> str:

@@ -45,7 +45,7 @@ from agents.kinds.exchange_markets import (
     symbol_problems,
 )
 from agents.kinds.headlines import Headline, NewsDesk
-from agents.kinds.market_time import MarketClock
+from agents.kinds.market_time import MarketClock, bar_end_epoch
 from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
 from agents.net.url_policy import FetchableUrl
 from agents.validators import MAX_AGENT_SYMBOLS, MAX_SEED
@@ -509,16 +509,7 @@ class MarketData(AgentKind):
 
 def _bar_end(bars: Any) -> float | None:
     """Where the newest of these bars ends in market time (epoch seconds), or None."""
-    ends = []
-    for bar in bars:
-        try:
-            start = parse_timestamp(str(bar.get("ts", ""))).timestamp()
-        except BadRow:
-            continue
-        length = bar.get("interval_seconds")
-        ok = isinstance(length, (int, float)) and not isinstance(length, bool) and math.isfinite(length)
-        ends.append(start + (max(float(length), 0.0) if ok else 0.0))
-    return max(ends, default=None)
+    return max((end for bar in bars if (end := bar_end_epoch(bar)) is not None), default=None)
 
 
 def _feed_gauges(feed: ExchangeFeed) -> dict[str, str | float]:

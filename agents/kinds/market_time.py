@@ -16,7 +16,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 # Wall time since the previous step beyond this many ticks is a gap (a paused agent, a
@@ -95,22 +95,50 @@ class MarketClock:
         return span
 
 
+def bar_length(data: Mapping[str, Any]) -> float | None:
+    """A bar message's `interval_seconds` when it is a usable length (a finite number above
+    0, not a bool), else None: older messages and a CSV's first bar do not say it."""
+    length = data.get("interval_seconds")
+    if isinstance(length, bool) or not isinstance(length, int | float):
+        return None
+    return float(length) if math.isfinite(length) and length > 0 else None
+
+
+def epoch_seconds(ts: Any) -> float | None:
+    """A message's `ts` as epoch seconds: ISO 8601 (naive = UTC, "Z" allowed), or a number
+    (milliseconds when it is that large, as exchanges stamp); None when it is neither."""
+    if isinstance(ts, bool):
+        return None
+    if isinstance(ts, int | float):
+        if not math.isfinite(ts):
+            return None
+        return ts / 1000 if ts > 1e11 else float(ts)
+    if not isinstance(ts, str):
+        return None
+    try:
+        when = datetime.fromisoformat(ts.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def bar_end_epoch(data: Mapping[str, Any]) -> float | None:
+    """When a bar closed, in epoch seconds (`ts + interval_seconds`, or its `ts` when it does
+    not say its length); None when its ts is unreadable."""
+    start = epoch_seconds(data.get("ts"))
+    return None if start is None else start + (bar_length(data) or 0.0)
+
+
 def bar_end_ts(data: Mapping[str, Any]) -> str:
     """When a bar message closed (ISO 8601): `ts + interval_seconds`, or its `ts` as it is
     when it does not say its length (older messages, a CSV's first bar)."""
-    ts, length = data.get("ts"), data.get("interval_seconds")
+    ts, length = data.get("ts"), bar_length(data)
     if not isinstance(ts, str):
         return "" if ts is None else str(ts)
-    usable = isinstance(length, (int, float)) and not isinstance(length, bool) and math.isfinite(length)
-    if not usable or length <= 0:
+    start = epoch_seconds(ts)
+    if length is None or start is None:
         return ts
     try:
-        start = datetime.fromisoformat(ts.strip().replace("Z", "+00:00"))
-    except ValueError:
-        return ts
-    if start.tzinfo is None:
-        start = start.replace(tzinfo=UTC)
-    try:
-        return (start + timedelta(seconds=float(length))).isoformat()
-    except OverflowError:
+        return datetime.fromtimestamp(start + length, UTC).isoformat()
+    except (OverflowError, ValueError, OSError):
         return ts
