@@ -1,8 +1,9 @@
-"""Closed candles from an exchange, each once, in order, by polling ccxt's fetch_ohlcv.
+"""Closed candles from an exchange, each once, in order: ccxt's fetch_ohlcv, or its websocket.
 
-ccxt's synchronous library has no websocket streams (those are ccxt.pro, asyncio), so
-the feed polls: once a candle should have closed (its open time plus the timeframe, by
-this machine's clock) it asks for the candles since the last one it published. Only
+Once a candle should have closed (its open time plus the timeframe, by this machine's
+clock) the feed asks for the candles since the last one it published: from the
+exchange's websocket stream when it has one running and holding them (exchange_stream),
+otherwise from the REST API (fetch_ohlcv, within ccxt's rate limit). Only
 closed candles go out (the exchange's answer ends with the candle still forming), with
 the exchange's own open times, and never one it already published. Candles the exchange
 does not have are a gap: counted and logged, never filled in.
@@ -19,6 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import ccxt
 
@@ -39,6 +41,10 @@ POLL_BUDGET_SECONDS = 2.0
 # is late, or the market had no trade and the exchange skips empty candles) is asked for
 # again this soon, not a whole timeframe later.
 LATE_RETRY_SECONDS = 5.0
+
+
+class CandleStream(Protocol):
+    def candles_from(self, market: str, since: int) -> list[Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,9 @@ class ExchangeFeed:
         # With no backfill: the open time of each symbol's first candle to publish.
         self.live_from: dict[str, int] = {}
         # The degraded state: why, since when (wall clock), and the current backoff.
+        # Where candles come from first, when the exchange streams them (exchange_stream).
+        self.stream: CandleStream | None = None
+        self.streamed = 0  # candles read from the stream, for tests and the bench
         self.failure: str | None = None
         self.failed_since = 0.0
         self.backoff = 0.0
@@ -155,7 +164,7 @@ class ExchangeFeed:
             since = last + self.tf_ms
         expected = since  # the open time the next candle should have
         while since + self.tf_ms <= now_ms:
-            rows = self.exchange.fetch_ohlcv(market, self.timeframe, since=since, limit=MAX_PAGE)
+            rows = self._fetch(market, since)
             fresh = []
             for row in rows:
                 candle = _candle(symbol, market, row)
@@ -188,6 +197,16 @@ class ExchangeFeed:
             if self.clock() - started > POLL_BUDGET_SECONDS:
                 return False
         return True
+
+    def _fetch(self, market: str, since: int) -> list[Any]:
+        """The candles from `since` on: from the websocket stream when it holds them,
+        otherwise (no stream, not connected, or it missed `since`) from the REST API."""
+        if self.stream is not None:
+            rows = self.stream.candles_from(market, since)
+            if rows is not None:
+                self.streamed += len(rows)
+                return rows
+        return self.exchange.fetch_ohlcv(market, self.timeframe, since=since, limit=MAX_PAGE)
 
     def schedule(self) -> None:
         """Set the next poll: when the next candle has closed (and settled), or the backoff."""

@@ -1,0 +1,291 @@
+"""The exchange source's websocket (ccxt.pro watch_ohlcv) against the local Binance stand-in.
+
+The server (tests/exchange_server.py) speaks Binance's kline stream on the same port as
+its REST API, so the config's base_url points both at it. Timeframe 1s: candles close
+every second, and a silent websocket is noticed after 2 timeframes plus the slack (made
+short here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agents.kinds import exchange_stream, validate_config
+from agents.kinds.exchange_client import rebase
+from agents.kinds.market_data import MarketData
+from agents.net import aio_session, url_policy
+from agents.net.aio_session import PolicyRefused, PolicyResolver, policy_session
+from tests.agents.test_market_data import FakeContext
+from tests.conftest import wait_for
+from tests.exchange_server import ExchangeServer
+
+SYMBOL_MAP = {"BTC-USD": "BTC/USDT", "ETH-USD": "ETH/USDT"}
+
+
+@pytest.fixture
+def server(settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[ExchangeServer]:
+    settings.FETCH_ALLOWED_HOSTS = ["127.0.0.1"]
+    monkeypatch.setattr(exchange_stream, "SILENCE_SLACK_SECONDS", 1.0)
+    with ExchangeServer() as running:
+        yield running
+
+
+@pytest.fixture
+def kinds() -> Iterator[list[MarketData]]:
+    """Kinds made by a test, closed after it (their websockets), as the loop's teardown does."""
+    made: list[MarketData] = []
+    yield made
+    for kind in made:
+        kind.close()
+
+
+def make(server: ExchangeServer, kinds: list[MarketData], **extra: Any) -> tuple[MarketData, FakeContext]:
+    config = {
+        "source": "exchange",
+        "exchange": "binance",
+        "timeframe": "1s",
+        "backfill_bars": 5,
+        "base_url": server.base_url,
+        "symbol_map": SYMBOL_MAP,
+        **extra,
+    }
+    ctx = FakeContext()
+    kind = MarketData(ctx, validate_config("market_data", config))
+    kinds.append(kind)
+    return kind, ctx
+
+
+def klines_after(server: ExchangeServer, start: int) -> int:
+    return sum("/klines" in path for path in server.requests[start:])
+
+
+def stepping(kind: MarketData, condition: Any) -> Any:
+    """A predicate for wait_for that steps the kind first (a loop steps it at its tick)."""
+
+    def check() -> Any:
+        result = kind.step()
+        return condition(result)
+
+    return check
+
+
+def assert_each_candle_once(ctx: FakeContext) -> None:
+    for symbol in SYMBOL_MAP:
+        opens = [b["open_ms"] for b in ctx.published if b["symbol"] == symbol]
+        assert opens == sorted(set(opens)), "each candle once, in order"
+        assert all(b - a == 1000 for a, b in zip(opens, opens[1:], strict=False)), "none skipped"
+        assert all(t + 1000 <= time.time() * 1000 for t in opens), "closed candles only"
+
+
+# --- streaming --------------------------------------------------------------------------------
+
+
+def test_candles_come_by_websocket_after_a_rest_backfill_each_closed_once(server, kinds) -> None:
+    kind, ctx = make(server, kinds)
+    kind.step()
+    assert len(ctx.published) == 10  # the backfill, over REST
+    feed = kind._feed
+    assert feed is not None and feed.stream is not None
+    wait_for(lambda: len(server.ws_subscriptions) >= 2, timeout=5, what="websocket subscriptions")
+    assert sorted(server.ws_subscriptions) == ["btcusdt@kline_1s", "ethusdt@kline_1s"]
+    requests = len(server.requests)
+    wait_for(stepping(kind, lambda r: feed.streamed >= 8), timeout=15, interval=0.05, what="streamed")
+    assert klines_after(server, requests) == 0, "no REST klines while the stream holds the candles"
+    last = kind.step()
+    assert last.gauges["degraded"] == ""
+    assert_each_candle_once(ctx)
+    # The same prices REST would have given (the server's fixtures, by open time).
+    for bar in ctx.published[10:]:
+        status, rows = server._klines(
+            {"symbol": bar["market"].replace("/", ""), "interval": "1s", "startTime": str(bar["open_ms"])}
+        )
+        assert rows[0][0] == bar["open_ms"] and float(rows[0][4]) == bar["close"]
+
+
+def test_poll_keeps_to_rest(server, kinds) -> None:
+    kind, ctx = make(server, kinds, stream="poll")
+    kind.step()
+    wait_for(stepping(kind, lambda r: len(ctx.published) >= 14), timeout=10, interval=0.05, what="bars")
+    assert kind._stream is None and server.ws_accepted == 0
+    assert_each_candle_once(ctx)
+
+
+def test_stopping_the_agent_closes_its_websocket(server, kinds) -> None:
+    kind, _ctx = make(server, kinds)
+    kind.step()
+    wait_for(lambda: server.ws_connections, timeout=5, what="a websocket connection")
+    stream = kind._stream
+    assert stream is not None
+    kind.close()
+    assert stream.closed
+    wait_for(lambda: not server.ws_connections, timeout=5, what="the connection closed")
+    # (A subscription ccxt was still rate limiting ends by itself within its throttle's time.)
+    wait_for(
+        lambda: asyncio.run_coroutine_threadsafe(_tasks(), exchange_stream.event_loop()).result(5) == [],
+        timeout=5,
+        what="no task of the stream left in the event loop",
+    )
+
+
+async def _tasks() -> list[str]:
+    current = asyncio.current_task()
+    return [repr(t) for t in asyncio.all_tasks() if t is not current]
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+WS_FAULTS = {
+    "refuse": "websocket ",
+    "drop": "websocket ",
+    "garbage": "websocket ",
+    "silent": "websocket ",
+}
+
+
+@pytest.mark.parametrize("fault", list(WS_FAULTS))
+def test_a_websocket_fault_falls_back_to_polling_with_a_note_and_recovers(server, kinds, fault) -> None:
+    kind, ctx = make(server, kinds)
+    kind.step()
+    feed = kind._feed
+    assert feed is not None
+    wait_for(stepping(kind, lambda r: feed.streamed >= 2), timeout=10, interval=0.05, what="streaming")
+    server.ws_fault = fault
+    if fault in ("refuse", "drop"):
+        for connection in list(server.ws_connections):
+            connection.cut()  # the running connection goes; the next ones meet the fault
+
+    degraded = wait_for(
+        stepping(kind, lambda r: r.gauges.get("degraded") and r), timeout=15, interval=0.05, what="the note"
+    )
+    assert degraded.gauges["degraded"].startswith("websocket ")
+    assert degraded.gauges["degraded"].endswith("polling instead")
+    assert degraded.gauges["degraded_since"] > 0
+    # Prices keep coming, by REST.
+    requests, published = len(server.requests), len(ctx.published)
+    wait_for(
+        stepping(kind, lambda r: len(ctx.published) >= published + 4),
+        timeout=15,
+        interval=0.05,
+        what="polled",
+    )
+    assert klines_after(server, requests) > 0
+
+    server.ws_fault = None
+    streamed = feed.streamed
+    recovered = wait_for(
+        stepping(kind, lambda r: feed.streamed >= streamed + 4 and r.gauges["degraded"] == "" and r),
+        timeout=20,
+        interval=0.05,
+        what="back on the websocket",
+    )
+    assert recovered.gauges["degraded_since"] == 0
+    assert_each_candle_once(ctx)
+
+
+def test_candles_lost_in_a_reconnect_come_from_rest_and_nothing_is_invented(server, kinds) -> None:
+    kind, ctx = make(server, kinds)
+    kind.step()
+    feed = kind._feed
+    assert feed is not None
+    wait_for(stepping(kind, lambda r: feed.streamed >= 2), timeout=10, interval=0.05, what="streaming")
+    server.ws_fault = "drop"
+    for connection in list(server.ws_connections):
+        connection.cut()
+    wait_for(lambda: server.ws_accepted >= 2, timeout=10, what="a reconnect attempt")
+    server.ws_fault = None
+    streamed = feed.streamed
+    wait_for(
+        stepping(kind, lambda r: feed.streamed >= streamed + 4), timeout=20, interval=0.05, what="stream"
+    )
+    assert_each_candle_once(ctx)  # consecutive: the candles of the outage came from REST
+
+
+# --- policy ---------------------------------------------------------------------------------------
+
+
+def test_the_websocket_url_follows_the_base_url() -> None:
+    api = {"ws": {"spot": "wss://stream.binance.com:9443/ws"}, "public": "https://api.binance.com/api/v3"}
+    assert rebase(api, "http://127.0.0.1:8080") == {
+        "ws": {"spot": "ws://127.0.0.1:8080/ws"},
+        "public": "http://127.0.0.1:8080/api/v3",
+    }
+    assert rebase(api, "https://gw.example.net/binance")["ws"]["spot"] == "wss://gw.example.net/binance/ws"
+
+
+def test_a_private_host_is_refused_before_any_connection(settings, monkeypatch) -> None:
+    """A name resolving to a private address, and a private literal, are refused by the
+    session before a socket is opened; a listed host is let through."""
+    settings.FETCH_ALLOWED_HOSTS = []
+    connects: list[Any] = []
+
+    async def no_connect(*args: Any, **kwargs: Any) -> None:
+        connects.append(args)
+        raise AssertionError("a connection was attempted")
+
+    def resolver(host: str, port: int) -> list[Any]:
+        return [ipaddress.ip_address("10.1.2.3")]
+
+    async def attempt(url: str) -> BaseException | None:
+        session = policy_session(resolver)
+        monkeypatch.setattr(session.connector, "_wrap_create_connection", no_connect)
+        try:
+            async with session.ws_connect(url):
+                return None
+        except Exception as exc:
+            return exc
+        finally:
+            await session.close()
+
+    for url in (
+        "ws://exchange.example.com/ws",
+        "ws://127.0.0.1:9/ws",
+        "ws://localhost:9/ws",
+        "wss://[::1]/ws",
+    ):
+        error = asyncio.run(attempt(url))
+        assert isinstance(error, PolicyRefused) or isinstance(error.__cause__, PolicyRefused), (url, error)
+    assert connects == []
+
+
+def test_the_resolver_checks_every_address_and_honours_allowed_hosts(settings) -> None:
+    settings.FETCH_ALLOWED_HOSTS = ["gateway.internal"]
+
+    def mixed(host: str, port: int) -> list[Any]:
+        return [ipaddress.ip_address("93.184.216.34"), ipaddress.ip_address("192.168.0.7")]
+
+    with pytest.raises(PolicyRefused):
+        asyncio.run(PolicyResolver(mixed).resolve("cdn.example.net", 443))
+    allowed = asyncio.run(PolicyResolver(mixed).resolve("gateway.internal", 443))
+    assert [r["host"] for r in allowed] == ["93.184.216.34", "192.168.0.7"]
+
+    def public(host: str, port: int) -> list[Any]:
+        return [ipaddress.ip_address("93.184.216.34")]
+
+    [answer] = asyncio.run(PolicyResolver(public).resolve("stream.example.com", 9443))
+    assert answer["host"] == "93.184.216.34" and answer["port"] == 9443
+
+
+def test_a_refused_websocket_is_never_contacted_and_rest_goes_on(server, kinds, monkeypatch) -> None:
+    """The websocket's URL is checked like every fetch: here the policy the websocket
+    sees does not list 127.0.0.1 (REST's still does), so the stream is refused before it
+    connects, the card says so, and prices come by REST."""
+    monkeypatch.setattr(aio_session, "parse", lambda text, allowed=None: url_policy.parse(text, frozenset()))
+    kind, ctx = make(server, kinds)
+    kind.step()
+    degraded = wait_for(
+        stepping(kind, lambda r: r.gauges.get("degraded") and r), timeout=10, interval=0.05, what="the note"
+    )
+    assert degraded.gauges["degraded"].startswith("websocket refused")
+    wait_for(stepping(kind, lambda r: len(ctx.published) >= 14), timeout=10, interval=0.05, what="polled")
+    assert server.ws_accepted == 0 and not [p for p in server.requests if p.startswith("/ws")]
+
+
+def test_streams_ohlcv_is_read_from_ccxt_pro() -> None:
+    assert exchange_stream.streams_ohlcv("binance")
+    assert not exchange_stream.streams_ohlcv("nosuchexchange")
