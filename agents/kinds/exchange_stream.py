@@ -77,6 +77,21 @@ class StreamSilent(ccxt.NetworkError):
     pass
 
 
+def final_run(rows: dict[int, list[Any]], since: int, tf_ms: int, now_ms: float) -> list[list[Any]] | None:
+    """Of the candles held (open time -> ccxt row), the final ones from `since` on without a
+    hole; None if `since` is not held (the stream cannot vouch for it)."""
+    if since not in rows:
+        return None
+    newest = max(rows)
+    out = []
+    t = since
+    # Final: a newer candle came after it, or its close is SETTLE_SECONDS past.
+    while t in rows and (t < newest or t + tf_ms + SETTLE_SECONDS * 1000 <= now_ms):
+        out.append(rows[t])
+        t += tf_ms
+    return out
+
+
 class ExchangeStream:
     """Watches some markets' candles on one exchange's websocket, in the process's event loop."""
 
@@ -126,16 +141,7 @@ class ExchangeStream:
         with self._lock:
             if not self._live(market):
                 return None
-            rows = self._rows[market]
-            if since not in rows:
-                return None
-            newest = max(rows)
-            out = []
-            t = since
-            while t in rows and (t < newest or t + self.tf_ms + SETTLE_SECONDS * 1000 <= now_ms):
-                out.append(rows[t])
-                t += self.tf_ms
-            return out
+            return final_run(self._rows[market], since, self.tf_ms, now_ms)
 
     def note(self) -> tuple[str, float] | None:
         """Why the feed is polling instead of streaming, and since when; None when it streams
@@ -249,8 +255,10 @@ class ExchangeStream:
             self._backoff = 0.0
 
     def _failed(self, exc: BaseException) -> None:
-        if _refused(exc):
-            reason = f"refused: {REFUSED}"
+        if isinstance(exc, StreamSilent):
+            reason = f"silent: {exc}"
+        elif _refused(exc):
+            reason = REFUSED  # "refused by policy: ..."
         elif isinstance(exc, ccxt.BaseError):
             reason = describe_error(exc)
         else:

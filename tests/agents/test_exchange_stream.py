@@ -141,10 +141,10 @@ async def _tasks() -> list[str]:
 # --- faults -------------------------------------------------------------------------------------
 
 WS_FAULTS = {
-    "refuse": "websocket ",
-    "drop": "websocket ",
-    "garbage": "websocket ",
-    "silent": "websocket ",
+    "refuse": "websocket unreachable",  # the upgrade answered 403
+    "drop": "websocket ",  # unreachable, or silent, as the cut lands
+    "garbage": "websocket silent",  # ccxt reads no candle in it
+    "silent": "websocket silent",
 }
 
 
@@ -163,7 +163,7 @@ def test_a_websocket_fault_falls_back_to_polling_with_a_note_and_recovers(server
     degraded = wait_for(
         stepping(kind, lambda r: r.gauges.get("degraded") and r), timeout=15, interval=0.05, what="the note"
     )
-    assert degraded.gauges["degraded"].startswith("websocket ")
+    assert degraded.gauges["degraded"].startswith(WS_FAULTS[fault])
     assert degraded.gauges["degraded"].endswith("polling instead")
     assert degraded.gauges["degraded_since"] > 0
     # Prices keep coming, by REST.
@@ -204,6 +204,17 @@ def test_candles_lost_in_a_reconnect_come_from_rest_and_nothing_is_invented(serv
         stepping(kind, lambda r: feed.streamed >= streamed + 4), timeout=20, interval=0.05, what="stream"
     )
     assert_each_candle_once(ctx)  # consecutive: the candles of the outage came from REST
+
+
+def test_the_stream_vouches_only_for_final_consecutive_candles_it_saw() -> None:
+    rows = {t: [t, 1.0, 1.0, 1.0, 1.0, 1.0] for t in (1000, 2000, 4000, 5000)}
+    # 1000 and 2000 final (newer ones came), then a hole: the feed asks REST from 3000.
+    assert [r[0] for r in exchange_stream.final_run(rows, 1000, 1000, 5500)] == [1000, 2000]
+    assert exchange_stream.final_run(rows, 3000, 1000, 5500) is None  # never saw it
+    assert exchange_stream.final_run(rows, 500, 1000, 5500) is None  # from before the stream
+    # The newest is final only once its close is SETTLE_SECONDS past.
+    assert [r[0] for r in exchange_stream.final_run(rows, 4000, 1000, 6000 + 1999)] == [4000]
+    assert [r[0] for r in exchange_stream.final_run(rows, 4000, 1000, 6000 + 2000)] == [4000, 5000]
 
 
 # --- policy ---------------------------------------------------------------------------------------
