@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -262,6 +264,42 @@ def test_a_private_host_is_refused_before_any_connection(settings, monkeypatch) 
         error = asyncio.run(attempt(url))
         assert isinstance(error, PolicyRefused) or isinstance(error.__cause__, PolicyRefused), (url, error)
     assert connects == []
+
+
+def test_a_redirect_to_a_forbidden_address_is_refused_before_following_it(settings) -> None:
+    """An allowed host that redirects the websocket's handshake elsewhere: the new URL is
+    checked before aiohttp connects to it (its address literal never reaches the resolver)."""
+    settings.FETCH_ALLOWED_HOSTS = ["127.0.0.1"]
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.2:9/ws")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+
+    async def attempt() -> BaseException | None:
+        async with policy_session() as session:
+            assert session.trust_env is False  # no proxy from the environment
+            try:
+                async with session.ws_connect(f"ws://127.0.0.1:{http.server_address[1]}/ws"):
+                    return None
+            except Exception as exc:
+                return exc
+
+    try:
+        error = asyncio.run(attempt())
+    finally:
+        http.shutdown()
+        http.server_close()
+    assert isinstance(error, PolicyRefused), error
+    assert "127.0.0.2 is not a public address" in error.reason
 
 
 def test_the_resolver_checks_every_address_and_honours_allowed_hosts(settings) -> None:
