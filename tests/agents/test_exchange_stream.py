@@ -21,8 +21,10 @@ import pytest
 from agents.kinds import exchange_stream, validate_config
 from agents.kinds.exchange_client import rebase
 from agents.kinds.market_data import MarketData
+from agents.models import Agent
 from agents.net import aio_session, url_policy
 from agents.net.aio_session import PolicyRefused, PolicyResolver, policy_session
+from tests.agents.test_loop import run_loop  # noqa: F401 (a fixture, used by name)
 from tests.agents.test_market_data import FakeContext
 from tests.conftest import wait_for
 from tests.exchange_server import ExchangeServer
@@ -138,6 +140,43 @@ def test_stopping_the_agent_closes_its_websocket(server, kinds) -> None:
 async def _tasks() -> list[str]:
     current = asyncio.current_task()
     return [repr(t) for t in asyncio.all_tasks() if t is not current]
+
+
+def test_in_a_loop_the_card_shows_the_fallback_and_a_config_change_closes_the_websocket(
+    server,
+    run_loop: Any,  # noqa: F811 (the imported fixture)
+    make_agent,
+    operator_client,
+) -> None:
+    from control import presenters, services
+
+    config = {
+        "source": "exchange",
+        "exchange": "binance",
+        "timeframe": "1s",
+        "backfill_bars": 5,
+        "base_url": server.base_url,
+        "symbol_map": {"BTC-USD": "BTC/USDT"},
+        "tick_seconds": 0.1,
+    }
+    make_agent("feed_ws", symbols=["BTC-USD"], config=config)
+    run_loop("feed_ws")
+    wait_for(lambda: server.ws_connections, what="the loop's websocket")
+    server.ws_fault = "silent"
+    degraded = wait_for(
+        lambda: (d := presenters.agent_dicts([Agent.objects.get(pk="feed_ws")])[0])["degraded"] and d,
+        what="the fallback note",
+    )
+    assert degraded["degraded"].startswith("websocket silent") and degraded["status"] == "running"
+    page = operator_client.get("/").content.decode()
+    assert "degraded: websocket silent" in page and "polling instead" in page
+
+    services.update_agent_config("feed_ws", {"source": "simulated", "tick_seconds": 0.1})
+    wait_for(lambda: not server.ws_connections, what="the websocket closed by the reload")
+    wait_for(
+        lambda: presenters.agent_dicts([Agent.objects.get(pk="feed_ws")])[0]["degraded"] is None,
+        what="the note cleared by the new config",
+    )
 
 
 # --- faults -------------------------------------------------------------------------------------
@@ -337,4 +376,6 @@ def test_a_refused_websocket_is_never_contacted_and_rest_goes_on(server, kinds, 
 
 def test_streams_ohlcv_is_read_from_ccxt_pro() -> None:
     assert exchange_stream.streams_ohlcv("binance")
+    assert not exchange_stream.streams_ohlcv("bitstamp")  # ccxt.pro has it, without watchOHLCV
+    assert not exchange_stream.streams_ohlcv("bitflyer")  # not in ccxt.pro
     assert not exchange_stream.streams_ohlcv("nosuchexchange")
