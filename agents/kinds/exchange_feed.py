@@ -41,6 +41,9 @@ POLL_BUDGET_SECONDS = 2.0
 # is late, or the market had no trade and the exchange skips empty candles) is asked for
 # again this soon, not a whole timeframe later.
 LATE_RETRY_SECONDS = 5.0
+# ... and this soon when the websocket stream holds it but not final yet (the exchange
+# has not sent the next candle): asking the stream again costs no request.
+STREAM_LATE_RETRY_SECONDS = 1.0
 
 
 class CandleStream(Protocol):
@@ -99,6 +102,7 @@ class ExchangeFeed:
         # Where candles come from first, when the exchange streams them (exchange_stream).
         self.stream: CandleStream | None = None
         self.streamed = 0  # candles read from the stream, for tests and the bench
+        self.stream_answered = False  # in the last poll
         self.failure: str | None = None
         self.failed_since = 0.0
         self.backoff = 0.0
@@ -117,6 +121,7 @@ class ExchangeFeed:
         """The closed candles not yet published, of every market; on a ccxt error the
         degraded state is set (see failed) and whatever came before it is returned."""
         result = Poll([])
+        self.stream_answered = False
         started = self.clock()
         if not self.pending:
             self.pending = list(self.markets)
@@ -205,6 +210,7 @@ class ExchangeFeed:
             rows = self.stream.candles_from(market, since)
             if rows is not None:
                 self.streamed += len(rows)
+                self.stream_answered = True
                 return rows
         return self.exchange.fetch_ohlcv(market, self.timeframe, since=since, limit=MAX_PAGE)
 
@@ -223,7 +229,8 @@ class ExchangeFeed:
         self.next_poll = next_close + settle
         newest_closed_open = (int(now * 1000) // self.tf_ms - 1) * self.tf_ms
         if any(self.last_open_ms.get(s, newest_closed_open) < newest_closed_open for s in self.markets):
-            self.next_poll = min(self.next_poll, now + LATE_RETRY_SECONDS)
+            late = STREAM_LATE_RETRY_SECONDS if self.stream_answered else LATE_RETRY_SECONDS
+            self.next_poll = min(self.next_poll, now + late)
 
     def failed(self, exc: BaseException) -> None:
         reason = describe_error(exc)

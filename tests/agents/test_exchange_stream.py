@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -18,8 +19,9 @@ from typing import Any
 
 import pytest
 
-from agents.kinds import exchange_stream, validate_config
-from agents.kinds.exchange_client import rebase
+from agents.kinds import exchange_feed, exchange_stream, validate_config
+from agents.kinds.exchange_client import make_exchange, rebase
+from agents.kinds.exchange_feed import ExchangeFeed
 from agents.kinds.market_data import MarketData
 from agents.models import Agent
 from agents.net import aio_session, url_policy
@@ -256,6 +258,28 @@ def test_the_stream_vouches_only_for_final_consecutive_candles_it_saw() -> None:
     # The newest is final only once its close is SETTLE_SECONDS past.
     assert [r[0] for r in exchange_stream.final_run(rows, 4000, 1000, 6000 + 1999)] == [4000]
     assert [r[0] for r in exchange_stream.final_run(rows, 4000, 1000, 6000 + 2000)] == [4000, 5000]
+
+
+def test_a_candle_the_stream_holds_but_not_final_yet_is_asked_again_within_a_second() -> None:
+    """(Binance pushes a 1m candle every 2 s: at the poll after its close the next one may
+    not have come yet.) No REST request is made for it, and the feed looks again soon."""
+    now = [1_000_020.5]  # half a second after a 1m candle's close
+
+    class Stream:
+        def candles_from(self, market: str, since: int) -> list[Any] | None:
+            return []  # held, not final yet
+
+    exchange = make_exchange("binance")
+    exchange.load_markets = lambda *a, **k: {}  # type: ignore[method-assign]
+    exchange.fetch_ohlcv = None  # type: ignore[assignment]  (never called)
+    log = logging.getLogger("tests.exchange_stream")
+    last_open = {"BTC-USD": 999_900_000}  # the candle opening at 999_960 s closed 0.5 s ago
+    feed = ExchangeFeed(exchange, "1m", {"BTC-USD": "BTC/USDT"}, 0, last_open, log, lambda: now[0])
+    feed.stream = Stream()
+    poll = feed.poll()
+    assert poll.candles == [] and feed.failure is None and feed.stream_answered
+    feed.schedule()
+    assert feed.next_poll - now[0] <= exchange_feed.STREAM_LATE_RETRY_SECONDS
 
 
 # --- policy ---------------------------------------------------------------------------------------
