@@ -121,7 +121,7 @@ class ExchangeStream:
         self._lock = threading.Lock()
         self._rows: dict[str, dict[int, list[Any]]] = {m: {} for m in self.markets}
         self._heard: dict[str, float] = {}
-        self.started = clock()
+        self.connected_at = clock()  # when the current connection was begun
         self.problem: str | None = None  # why the stream cannot be used now
         self.problem_since = 0.0
         self.connections = 0  # websocket exchanges made, for tests and logs
@@ -150,9 +150,10 @@ class ExchangeStream:
         with self._lock:
             if self.problem is not None:
                 return f"websocket {self.problem}; polling instead", self.problem_since
-            quiet = [m for m in self.markets if now - self._heard.get(m, self.started) > self.silence_limit]
+            heard = {m: self._heard.get(m, self.connected_at) for m in self.markets}
+            quiet = [m for m in self.markets if now - heard[m] > self.silence_limit]
             if quiet:
-                since = min(self._heard.get(m, self.started) for m in quiet)
+                since = min(heard[m] for m in quiet)
                 return f"websocket silent for {now - since:.0f} s; polling instead", since
         return None
 
@@ -186,6 +187,8 @@ class ExchangeStream:
         while True:
             exchange, session, tasks = None, None, []
             try:
+                with self._lock:
+                    self.connected_at = self.clock()
                 session = policy_session(self.resolver)
                 exchange = self._make_exchange(session)
                 self.connections += 1
