@@ -29,7 +29,7 @@ import certifi
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from agents.net.fetch import REFUSED, Resolver, system_resolver
+from agents.net.fetch import REFUSED, TIMEOUT_SECONDS, Resolver, system_resolver
 from agents.net.url_policy import UrlRefused, is_public, parse
 
 # Websocket schemes are checked as the HTTP ones they upgrade from.
@@ -118,4 +118,11 @@ def policy_session(resolver: Resolver | None = None) -> aiohttp.ClientSession:
         use_dns_cache=False,  # the policy is applied at every connection
         ssl=ssl.create_default_context(cafile=certifi.where()),
     )
-    return aiohttp.ClientSession(connector=connector, trust_env=False, trace_configs=[trace])
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        trace_configs=[trace],
+        # A request, or a websocket's opening handshake, ends within fetch's limit
+        # (aiohttp's default is five minutes); an open websocket is not cut by it.
+        timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -363,6 +364,26 @@ def test_a_redirect_to_a_forbidden_address_is_refused_before_following_it(settin
         http.server_close()
     assert isinstance(error, PolicyRefused), error
     assert "127.0.0.2 is not a public address" in error.reason
+
+
+def test_a_handshake_that_never_comes_is_cut_at_the_time_limit(settings, monkeypatch) -> None:
+    settings.FETCH_ALLOWED_HOSTS = ["127.0.0.1"]
+    monkeypatch.setattr(aio_session, "TIMEOUT_SECONDS", 0.5)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()  # accepts the connection, never answers
+
+        async def attempt() -> BaseException | None:
+            async with policy_session() as session:
+                try:
+                    async with session.ws_connect(f"ws://127.0.0.1:{listener.getsockname()[1]}/ws"):
+                        return None
+                except Exception as exc:
+                    return exc
+
+        started = time.monotonic()
+        error = asyncio.run(attempt())
+    assert isinstance(error, TimeoutError) and time.monotonic() - started < 3, error
 
 
 def test_the_resolver_checks_every_address_and_honours_allowed_hosts(settings) -> None:
