@@ -18,7 +18,8 @@ a client sends {"method": "SUBSCRIBE", "params": ["btcusdt@kline_1s"], "id": 1},
 stream it subscribed (x false) and, when a candle closes, its final state first (x true),
 as Binance does. Switches (`server.ws_fault`): "refuse" (the upgrade is answered 403),
 "drop" (connections are cut), "garbage" (frames that are not JSON instead of candles),
-"silent" (connected and subscribed, then nothing). A minimal RFC 6455 server by hand (no
+"silent" (connected and subscribed, then nothing), "bad_prices" (candles whose close is
+"NaN"). A minimal RFC 6455 server by hand (no
 extensions, text frames), enough for aiohttp's client.
 """
 
@@ -51,7 +52,7 @@ INTERVALS_MS = {
     "1d": 86_400_000,
 }
 FAULTS = (None, "down", "slow", "429", "500", "malformed")
-WS_FAULTS = (None, "refuse", "drop", "garbage", "silent")
+WS_FAULTS = (None, "refuse", "drop", "garbage", "silent", "bad_prices")
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -239,6 +240,7 @@ class _WsConnection:
             if fault == "garbage":
                 self.send("<html>502 Bad Gateway</html>")
                 continue
+            bad = fault == "bad_prices"
             now = int(server.clock() * 1000)
             for stream, last in list(self.streams.items()):
                 interval = INTERVALS_MS.get(stream.partition("@kline_")[2], 60_000)
@@ -250,6 +252,8 @@ class _WsConnection:
                 self.streams[stream] = current
                 for event in events:
                     if event is not None:
+                        if bad:
+                            event["k"]["c"] = "NaN"
                         self.send(json.dumps(event, separators=(",", ":")))
 
 

@@ -172,7 +172,7 @@ class ExchangeFeed:
             rows = self._fetch(market, since)
             fresh = []
             for row in rows:
-                candle = _candle(symbol, market, row)
+                candle = to_candle(symbol, market, row)
                 if candle is None:
                     result.bad_rows += 1
                     continue
@@ -250,7 +250,7 @@ class ExchangeFeed:
         self.backoff = 0.0
 
 
-def _candle(symbol: str, market: str, row: object) -> Candle | None:
+def to_candle(symbol: str, market: str, row: object) -> Candle | None:
     """ccxt's [ms, open, high, low, close, volume] as a Candle, or None if unusable."""
     if not isinstance(row, list | tuple) or len(row) < 6:
         return None

@@ -34,6 +34,7 @@ import ccxt
 import ccxt.pro
 
 from agents.kinds.exchange_client import TIMEOUT_MS, _spot_only, describe_error, rebase
+from agents.kinds.exchange_feed import to_candle
 from agents.net.aio_session import PolicyRefused, policy_session
 from agents.net.fetch import REFUSED, Resolver
 
@@ -242,11 +243,18 @@ class ExchangeStream:
             self._received(market, rows)
 
     def _received(self, market: str, rows: list[list[Any]]) -> None:
+        # Only a candle the feed would accept is held, and counts as hearing from the
+        # exchange: an unusable one (a price that is not a number) is not held, so the
+        # feed asks REST for it instead of counting a gap, and an exchange sending
+        # nothing else is silent.
+        usable = [row for row in rows if to_candle("", market, row) is not None]
+        if not usable:
+            return
         with self._lock:
             kept = self._rows[market]
-            for row in rows:
-                if isinstance(row, list) and row and isinstance(row[0], int):
-                    kept[row[0]] = row
+            for row in usable:
+                # A copy: ccxt updates the forming candle's row in place, in its own cache.
+                kept[int(row[0])] = list(row)
             for t in sorted(kept)[:-KEEP_CANDLES]:
                 del kept[t]
             self._heard[market] = self.clock()

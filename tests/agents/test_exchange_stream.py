@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import socket
 import threading
 import time
@@ -281,6 +282,29 @@ def test_a_candle_the_stream_holds_but_not_final_yet_is_asked_again_within_a_sec
     assert poll.candles == [] and feed.failure is None and feed.stream_answered
     feed.schedule()
     assert feed.next_poll - now[0] <= exchange_feed.STREAM_LATE_RETRY_SECONDS
+
+
+def test_unusable_candles_from_the_stream_are_fetched_over_rest_not_counted_as_gaps(server, kinds) -> None:
+    kind, ctx = make(server, kinds)
+    kind.step()
+    feed = kind._feed
+    assert feed is not None
+    wait_for(stepping(kind, lambda r: feed.streamed >= 2), timeout=10, interval=0.05, what="streaming")
+    server.ws_fault = "bad_prices"
+    requests, published = len(server.requests), len(ctx.published)
+    counters: dict[str, int] = {"gaps": 0, "bad_candles": 0}
+
+    def more() -> bool:
+        result = kind.step()
+        for name in counters:
+            counters[name] += result.counters.get(name, 0)
+        return len(ctx.published) >= published + 6
+
+    wait_for(more, timeout=15, interval=0.05, what="candles while the stream's are unusable")
+    assert klines_after(server, requests) > 0, "fetched over REST"
+    assert counters == {"gaps": 0, "bad_candles": 0}
+    assert_each_candle_once(ctx)
+    assert all(math.isfinite(b["close"]) for b in ctx.published)
 
 
 # --- policy ---------------------------------------------------------------------------------------
