@@ -47,6 +47,8 @@ STREAM_LATE_RETRY_SECONDS = 1.0
 
 
 class CandleStream(Protocol):
+    """Candles from `since` on as ccxt rows, or None when the stream cannot vouch for them."""
+
     def candles_from(self, market: str, since: int) -> list[Any] | None: ...
 
 
@@ -98,11 +100,11 @@ class ExchangeFeed:
         self.pending: list[str] = []
         # With no backfill: the open time of each symbol's first candle to publish.
         self.live_from: dict[str, int] = {}
-        # The degraded state: why, since when (wall clock), and the current backoff.
         # Where candles come from first, when the exchange streams them (exchange_stream).
         self.stream: CandleStream | None = None
         self.streamed = 0  # candles read from the stream, for tests and the bench
         self.stream_answered = False  # in the last poll
+        # The degraded state: why, since when (wall clock), and the current backoff.
         self.failure: str | None = None
         self.failed_since = 0.0
         self.backoff = 0.0
