@@ -66,6 +66,9 @@ def feed_config(server: ExchangeServer, symbols: list[str]) -> dict[str, Any]:
         "backfill_bars": 40,
         "base_url": server.base_url,
         "symbol_map": {s: SYMBOL_MAP[s] for s in symbols},
+        # What RESULTS.md measured: REST polling at the timeframe. (With "auto" the local
+        # recording's websocket would carry the live candles; not benched yet.)
+        "stream": "poll",
         "tick_seconds": 0.25,
     }
 

@@ -11,12 +11,25 @@ Fault switches (`server.fault`): "down" (the connection is dropped without an an
 "slow" (answers after `slow_seconds`), "429" (Binance's error body), "500" (a proxy's
 HTML error page), "malformed" (HTTP 200 with a body that is not JSON). `missing` holds candle
 open times (ms) the server leaves out, to make a gap.
+
+Binance's kline websocket too, on the same port at /ws/<n> (ccxt.pro's URL once rebased):
+a client sends {"method": "SUBSCRIBE", "params": ["btcusdt@kline_1s"], "id": 1}, gets
+{"result": null, "id": 1}, then every `ws_interval` seconds the forming candle of each
+stream it subscribed (x false) and, when a candle closes, its final state first (x true),
+as Binance does. Switches (`server.ws_fault`): "refuse" (the upgrade is answered 403),
+"drop" (connections are cut), "garbage" (frames that are not JSON instead of candles),
+"silent" (connected and subscribed, then nothing), "bad_prices" (candles whose close is
+"NaN"). A minimal RFC 6455 server by hand (no
+extensions, text frames), enough for aiohttp's client.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
+import struct
 import threading
 import time
 import urllib.parse
@@ -39,6 +52,8 @@ INTERVALS_MS = {
     "1d": 86_400_000,
 }
 FAULTS = (None, "down", "slow", "429", "500", "malformed")
+WS_FAULTS = (None, "refuse", "drop", "garbage", "silent", "bad_prices")
+_WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 class ExchangeServer:
@@ -48,6 +63,11 @@ class ExchangeServer:
         self.slow_seconds = 3.0
         self.missing: set[int] = set()
         self.requests: list[str] = []  # paths with query, in order
+        self.ws_fault: str | None = None
+        self.ws_interval = 0.2
+        self.ws_connections: list[_WsConnection] = []  # open ones
+        self.ws_accepted = 0  # upgrades answered 101
+        self.ws_subscriptions: list[str] = []  # every stream subscribed, in order
         self.info = json.loads((FIXTURES / "exchangeInfo.json").read_text())
         self.rows = {
             path.stem.split("_")[1]: json.loads(path.read_text())
@@ -71,6 +91,8 @@ class ExchangeServer:
         return self
 
     def stop(self) -> None:
+        for connection in list(self.ws_connections):
+            connection.cut()
         self._http.shutdown()
         self._http.server_close()
 
@@ -117,6 +139,123 @@ class ExchangeServer:
             t += interval
         return 200, out
 
+    def kline(self, stream: str, open_ms: int, closed: bool) -> dict[str, Any] | None:
+        """Binance's kline event for `stream` ("btcusdt@kline_1s") at the candle opening at open_ms."""
+        market, _, interval_name = stream.partition("@kline_")
+        rows = self.rows.get(market.upper())
+        interval = INTERVALS_MS.get(interval_name)
+        if rows is None or interval is None or open_ms in self.missing:
+            return None
+        row = _restamp(rows[(open_ms // interval) % len(rows)], open_ms, interval)
+        k = {"t": open_ms, "T": row[6], "s": market.upper(), "i": interval_name, "o": row[1], "h": row[2]}
+        k |= {"l": row[3], "c": row[4], "v": row[5], "n": row[8], "x": closed, "q": row[7]}
+        return {"e": "kline", "E": int(self.clock() * 1000), "s": market.upper(), "k": k}
+
+
+class _WsConnection:
+    """One websocket client: the handler's thread reads its frames, a thread sends candles."""
+
+    def __init__(self, server: ExchangeServer, sock: socket.socket, rfile: Any) -> None:
+        self.server = server
+        self.sock = sock
+        self.rfile = rfile
+        self.streams: dict[str, int] = {}  # stream -> open time of the last candle sent
+        self.lock = threading.Lock()
+        self.closed = threading.Event()
+
+    def send(self, text: str | bytes, opcode: int = 1) -> None:
+        data = text.encode() if isinstance(text, str) else text
+        n = len(data)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([n])
+        elif n < 65536:
+            head += bytes([126]) + struct.pack("!H", n)
+        else:
+            head += bytes([127]) + struct.pack("!Q", n)
+        with self.lock:
+            try:
+                self.sock.sendall(head + data)
+            except OSError:
+                self.closed.set()
+
+    def cut(self) -> None:
+        """Drop the connection without a closing handshake, as a network failure does."""
+        self.closed.set()
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def read_frames(self) -> None:
+        while not self.closed.is_set():
+            try:
+                head = self.rfile.read(2)
+                if len(head) < 2:
+                    break
+                opcode, n = head[0] & 0x0F, head[1] & 0x7F
+                if n == 126:
+                    n = struct.unpack("!H", self.rfile.read(2))[0]
+                elif n == 127:
+                    n = struct.unpack("!Q", self.rfile.read(8))[0]
+                mask = self.rfile.read(4) if head[1] & 0x80 else b"\0\0\0\0"
+                data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.rfile.read(n)))
+            except (OSError, struct.error):
+                break
+            if opcode == 0x8:  # close: answer it and end
+                self.send(data[:2], opcode=0x8)
+                break
+            if opcode == 0x9:
+                self.send(data, opcode=0xA)
+            elif opcode == 0x1:
+                self.on_text(data.decode("utf-8", errors="replace"))
+        self.cut()
+
+    def on_text(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            return
+        if not isinstance(message, dict):
+            return
+        params = [p for p in message.get("params", []) if isinstance(p, str)]
+        if message.get("method") == "SUBSCRIBE":
+            for stream in params:
+                self.streams.setdefault(stream, 0)
+                self.server.ws_subscriptions.append(stream)
+        elif message.get("method") == "UNSUBSCRIBE":
+            for stream in params:
+                self.streams.pop(stream, None)
+        self.send(json.dumps({"result": None, "id": message.get("id")}))
+
+    def push(self) -> None:
+        server = self.server
+        while not self.closed.wait(server.ws_interval):
+            fault = server.ws_fault
+            if fault == "drop":
+                self.cut()
+                return
+            if fault == "silent":
+                continue
+            if fault == "garbage":
+                self.send("<html>502 Bad Gateway</html>")
+                continue
+            bad = fault == "bad_prices"
+            now = int(server.clock() * 1000)
+            for stream, last in list(self.streams.items()):
+                interval = INTERVALS_MS.get(stream.partition("@kline_")[2], 60_000)
+                current = now // interval * interval
+                events = []
+                if last and current > last:
+                    events.append(server.kline(stream, last, closed=True))
+                events.append(server.kline(stream, current, closed=False))
+                self.streams[stream] = current
+                for event in events:
+                    if event is not None:
+                        if bad:
+                            event["k"]["c"] = "NaN"
+                        self.send(json.dumps(event, separators=(",", ":")))
+
 
 def _restamp(row: list[Any], open_ms: int, interval: int) -> list[Any]:
     return [open_ms, *row[1:6], open_ms + interval - 1, *row[7:]]
@@ -128,6 +267,8 @@ def _handler(server: ExchangeServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             server.requests.append(self.path)
+            if self.headers.get("Upgrade", "").lower() == "websocket":
+                return self._websocket()
             fault = server.fault
             if fault == "down":
                 # Dropped without a word, as a host that resets connections.
@@ -150,6 +291,30 @@ def _handler(server: ExchangeServer) -> type[BaseHTTPRequestHandler]:
             query = dict(urllib.parse.parse_qsl(url.query))
             status, body = server.answer(url.path, query)
             self._send(status, json.dumps(body, separators=(",", ":")).encode())
+
+        def _websocket(self) -> None:
+            if server.ws_fault == "refuse" or not self.path.startswith("/ws"):
+                self.close_connection = True
+                return self._send(403, b'{"code":-1,"msg":"websocket refused by the test server"}')
+            key = self.headers.get("Sec-WebSocket-Key", "")
+            accept = base64.b64encode(hashlib.sha1((key + _WS_GUID).encode()).digest()).decode()
+            self.send_response(101, "Switching Protocols")
+            self.send_header("Upgrade", "websocket")
+            self.send_header("Connection", "Upgrade")
+            self.send_header("Sec-WebSocket-Accept", accept)
+            self.end_headers()
+            self.wfile.flush()
+            server.ws_accepted += 1
+            connection = _WsConnection(server, self.connection, self.rfile)
+            server.ws_connections.append(connection)
+            pusher = threading.Thread(target=connection.push, name="exchange-server-ws", daemon=True)
+            pusher.start()
+            try:
+                connection.read_frames()
+            finally:
+                connection.cut()
+                server.ws_connections.remove(connection)
+                self.close_connection = True
 
         def _send(self, status: int, body: bytes) -> None:
             self.send_response(status)

@@ -148,14 +148,18 @@ def _spot_only(exchange: ccxt.Exchange) -> None:
 
 def rebase(api: Any, base_url: str) -> Any:
     """`api` (ccxt's urls['api']: a URL, or a dict of them, nested) with every URL's origin
-    replaced by `base_url`'s, its path prefixed by `base_url`'s path."""
+    replaced by `base_url`'s, its path prefixed by `base_url`'s path; websocket URLs keep
+    a websocket scheme (ws:// for an http:// base URL, wss:// for https://)."""
     if isinstance(api, dict):
         return {key: rebase(value, base_url) for key, value in api.items()}
     if not isinstance(api, str) or "://" not in api:
         return api
     base = urllib.parse.urlsplit(base_url.rstrip("/"))
     old = urllib.parse.urlsplit(api)
-    return urllib.parse.urlunsplit((base.scheme, base.netloc, base.path + old.path, old.query, ""))
+    scheme = base.scheme
+    if old.scheme in ("ws", "wss"):  # a websocket stays one, at the base URL's host
+        scheme = "wss" if base.scheme == "https" else "ws"
+    return urllib.parse.urlunsplit((scheme, base.netloc, base.path + old.path, old.query, ""))
 
 
 def _path(url: str) -> str:

@@ -1,8 +1,9 @@
-"""Closed candles from an exchange, each once, in order, by polling ccxt's fetch_ohlcv.
+"""Closed candles from an exchange, each once, in order: ccxt's fetch_ohlcv, or its websocket.
 
-ccxt's synchronous library has no websocket streams (those are ccxt.pro, asyncio), so
-the feed polls: once a candle should have closed (its open time plus the timeframe, by
-this machine's clock) it asks for the candles since the last one it published. Only
+Once a candle should have closed (its open time plus the timeframe, by this machine's
+clock) the feed asks for the candles since the last one it published: from the
+exchange's websocket stream when it has one running and holding them (exchange_stream),
+otherwise from the REST API (fetch_ohlcv, within ccxt's rate limit). Only
 closed candles go out (the exchange's answer ends with the candle still forming), with
 the exchange's own open times, and never one it already published. Candles the exchange
 does not have are a gap: counted and logged, never filled in.
@@ -19,6 +20,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import ccxt
 
@@ -39,6 +41,15 @@ POLL_BUDGET_SECONDS = 2.0
 # is late, or the market had no trade and the exchange skips empty candles) is asked for
 # again this soon, not a whole timeframe later.
 LATE_RETRY_SECONDS = 5.0
+# ... and this soon when the websocket stream holds it but not final yet (the exchange
+# has not sent the next candle): asking the stream again costs no request.
+STREAM_LATE_RETRY_SECONDS = 1.0
+
+
+class CandleStream(Protocol):
+    """Candles from `since` on as ccxt rows, or None when the stream cannot vouch for them."""
+
+    def candles_from(self, market: str, since: int) -> list[Any] | None: ...
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,10 @@ class ExchangeFeed:
         self.pending: list[str] = []
         # With no backfill: the open time of each symbol's first candle to publish.
         self.live_from: dict[str, int] = {}
+        # Where candles come from first, when the exchange streams them (exchange_stream).
+        self.stream: CandleStream | None = None
+        self.streamed = 0  # candles read from the stream, for tests and the bench
+        self.stream_answered = False  # in the last poll
         # The degraded state: why, since when (wall clock), and the current backoff.
         self.failure: str | None = None
         self.failed_since = 0.0
@@ -108,6 +123,7 @@ class ExchangeFeed:
         """The closed candles not yet published, of every market; on a ccxt error the
         degraded state is set (see failed) and whatever came before it is returned."""
         result = Poll([])
+        self.stream_answered = False
         started = self.clock()
         if not self.pending:
             self.pending = list(self.markets)
@@ -155,10 +171,10 @@ class ExchangeFeed:
             since = last + self.tf_ms
         expected = since  # the open time the next candle should have
         while since + self.tf_ms <= now_ms:
-            rows = self.exchange.fetch_ohlcv(market, self.timeframe, since=since, limit=MAX_PAGE)
+            rows = self._fetch(market, since)
             fresh = []
             for row in rows:
-                candle = _candle(symbol, market, row)
+                candle = to_candle(symbol, market, row)
                 if candle is None:
                     result.bad_rows += 1
                     continue
@@ -189,6 +205,17 @@ class ExchangeFeed:
                 return False
         return True
 
+    def _fetch(self, market: str, since: int) -> list[Any]:
+        """The candles from `since` on: from the websocket stream when it holds them,
+        otherwise (no stream, not connected, or it missed `since`) from the REST API."""
+        if self.stream is not None:
+            rows = self.stream.candles_from(market, since)
+            if rows is not None:
+                self.streamed += len(rows)
+                self.stream_answered = True
+                return rows
+        return self.exchange.fetch_ohlcv(market, self.timeframe, since=since, limit=MAX_PAGE)
+
     def schedule(self) -> None:
         """Set the next poll: when the next candle has closed (and settled), or the backoff."""
         now = self.clock()
@@ -204,7 +231,8 @@ class ExchangeFeed:
         self.next_poll = next_close + settle
         newest_closed_open = (int(now * 1000) // self.tf_ms - 1) * self.tf_ms
         if any(self.last_open_ms.get(s, newest_closed_open) < newest_closed_open for s in self.markets):
-            self.next_poll = min(self.next_poll, now + LATE_RETRY_SECONDS)
+            late = STREAM_LATE_RETRY_SECONDS if self.stream_answered else LATE_RETRY_SECONDS
+            self.next_poll = min(self.next_poll, now + late)
 
     def failed(self, exc: BaseException) -> None:
         reason = describe_error(exc)
@@ -224,7 +252,7 @@ class ExchangeFeed:
         self.backoff = 0.0
 
 
-def _candle(symbol: str, market: str, row: object) -> Candle | None:
+def to_candle(symbol: str, market: str, row: object) -> Candle | None:
     """ccxt's [ms, open, high, low, close, volume] as a Candle, or None if unusable."""
     if not isinstance(row, list | tuple) or len(row) < 6:
         return None

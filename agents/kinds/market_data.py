@@ -44,6 +44,7 @@ from agents.kinds.exchange_markets import (
     listed_symbols,
     symbol_problems,
 )
+from agents.kinds.exchange_stream import ExchangeStream, streams_ohlcv
 from agents.kinds.headlines import Headline, NewsDesk
 from agents.kinds.market_time import MarketClock, bar_end_epoch
 from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
@@ -164,6 +165,11 @@ class MarketData(AgentKind):
             "mirroring the exchange, a local recording); private hosts only if listed in "
             "FETCH_ALLOWED_HOSTS.",
         )
+        stream: Literal["auto", "poll"] = Field(
+            "auto",
+            description="auto: candles over the exchange's websocket where ccxt streams them "
+            "(watchOHLCV), polling its REST API while the websocket is down; poll: REST only.",
+        )
         symbol_map: dict[str, str] = Field(
             default_factory=dict,
             max_length=MAX_AGENT_SYMBOLS,
@@ -240,6 +246,7 @@ class MarketData(AgentKind):
         self._csv_prev: datetime | None = None
         self._csv_interval: float | None = None
         self._feed: ExchangeFeed | None = None
+        self._stream: ExchangeStream | None = None
 
     def step(self) -> StepResult:
         """Publish the next bar for each symbol (simulated now, or the CSV's next timestamp)."""
@@ -252,9 +259,12 @@ class MarketData(AgentKind):
         return self._step_simulated()
 
     def close(self) -> None:
-        """Close the CSV file, if one is open."""
+        """Close the CSV file, if one is open, and the exchange's websocket, if one is."""
         if self._replay is not None:
             self._replay.close()
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     # --- simulated ---
 
@@ -444,9 +454,21 @@ class MarketData(AgentKind):
             self._feed = self._start_feed()
         feed = self._feed
         if not feed.due():
-            return StepResult(summary=self._feed_state(feed), gauges=_feed_gauges(feed))
+            return StepResult(summary=self._feed_state(feed), gauges=self._feed_gauges(feed))
         poll = feed.poll()
         feed.schedule()
+        if self._stream is None and feed.markets_loaded and self._wants_stream():
+            # After the backfill (over REST, the first poll): the stream carries on from
+            # the candle forming now.
+            self._stream = ExchangeStream(
+                feed.exchange.id,
+                self.config.base_url,
+                self.config.timeframe,
+                list(feed.markets.values()),
+                feed.exchange,
+                self.ctx.log,
+            )
+            feed.stream = self._stream
         messages = [self._bar_message(c) for c in poll.candles]
         counters = {
             "gaps": poll.gaps,
@@ -457,8 +479,27 @@ class MarketData(AgentKind):
             result = self._publish(messages, counters)
         else:
             result = StepResult(summary=self._feed_state(feed), counters={"bars": 0, **counters})
-        result.gauges = _feed_gauges(feed)
+        result.gauges = self._feed_gauges(feed)
         return result
+
+    def _wants_stream(self) -> bool:
+        return self.config.stream == "auto" and streams_ohlcv(self.config.exchange or "")
+
+    def _degraded(self, feed: ExchangeFeed) -> tuple[str, float] | None:
+        """Why the feed is degraded and since when: its REST failure first, else why the
+        websocket is not used (then the feed is polling: prices still come, by REST)."""
+        if feed.failure is not None:
+            return feed.failure, feed.failed_since
+        return self._stream.note() if self._stream is not None else None
+
+    def _feed_gauges(self, feed: ExchangeFeed) -> dict[str, str | float]:
+        """The feed's state for the card (cleared with "" and 0 when healthy)."""
+        degraded = self._degraded(feed)
+        return {
+            "degraded": degraded[0] if degraded else "",
+            "degraded_since": degraded[1] if degraded else 0,
+            "last_price_at": feed.last_bar_at or 0,
+        }
 
     def _bar_message(self, candle: Candle) -> dict[str, Any]:
         # Like every bar: ts is its open (the exchange's own stamp, kept exact in open_ms)
@@ -485,10 +526,10 @@ class MarketData(AgentKind):
     def _feed_tf_ms(self) -> int:
         return self._feed.tf_ms if self._feed is not None else 0
 
-    @staticmethod
-    def _feed_state(feed: ExchangeFeed) -> str:
-        if feed.failure is not None:
-            return f"degraded: {feed.failure}"
+    def _feed_state(self, feed: ExchangeFeed) -> str:
+        degraded = self._degraded(feed)
+        if degraded is not None:
+            return f"degraded: {degraded[0]}"
         return "waiting for the next candle to close"
 
     # --- shared ---
@@ -510,15 +551,6 @@ class MarketData(AgentKind):
 def _bar_end(bars: Any) -> float | None:
     """Where the newest of these bars ends in market time (epoch seconds), or None."""
     return max((end for bar in bars if (end := bar_end_epoch(bar)) is not None), default=None)
-
-
-def _feed_gauges(feed: ExchangeFeed) -> dict[str, str | float]:
-    """The feed's state for the card (cleared with "" and 0 when healthy)."""
-    return {
-        "degraded": feed.failure or "",
-        "degraded_since": feed.failed_since if feed.failure else 0,
-        "last_price_at": feed.last_bar_at or 0,
-    }
 
 
 def _iso(ms: int) -> str:

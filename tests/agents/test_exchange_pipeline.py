@@ -101,8 +101,12 @@ def test_a_graph_on_exchange_prices_trades_in_a_paper_session(
     assert float(fill.mark_price) in closes
     signals = [m for m in stream(redis_client, "ex_tech") if m["type"] == "signal"]
     assert signals and all(s["source"] == "exchange" for s in signals)
-    assert "/api/v3/klines" in " ".join(server.requests)
+    assert "/api/v3/klines" in " ".join(server.requests)  # the backfill
+    # Live candles over the exchange's websocket (stream "auto"), in the worker.
+    assert sorted(set(server.ws_subscriptions)) == ["btcusdt@kline_1s", "ethusdt@kline_1s"]
 
     services.stop_session("ex_session")
     for agent_id in ("ex_feed", "ex_tech", "ex_decision", "ex_exec"):
         services.stop_agent(agent_id)
+    # Stopping the feed closes its websocket in the worker.
+    wait_for(lambda: not server.ws_connections, timeout=20, what="the websocket closed on stop")

@@ -61,6 +61,8 @@ def config(server: ExchangeServer, **extra: Any) -> dict[str, Any]:
         "backfill_bars": 5,
         "base_url": server.base_url,
         "symbol_map": SYMBOL_MAP,
+        # The REST polling path; the websocket has its own tests (test_exchange_stream).
+        "stream": "poll",
         **extra,
     }
 
