@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import difflib
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -29,6 +31,12 @@ MAX_RESPONSE_BYTES = 40_000_000
 # ccxt's timeout is in milliseconds; the whole request, redirects included, must end
 # well within a step (STEP_TIMEOUT_SECONDS, 10 s by default; see exchange_feed's budget).
 TIMEOUT_MS = 5_000
+# ccxt's parsers assume each exchange's documented shapes: JSON of another shape (a proxy
+# or gateway at a base URL, a changed API) raises these from deep inside them. To a
+# caller that is a malformed answer like any other, so it becomes ccxt's BadResponse:
+# the feed goes degraded and retries instead of the step failing (which stops the agent),
+# and saving a config answers with a sentence instead of a 500.
+_PARSE_FAULTS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
 
 
 class UnknownExchange(ValueError):
@@ -80,6 +88,14 @@ class _PolicyFetch:
     # resolve there means no network, and is said so.
     operator_url = False
 
+    def load_markets(self, *args: Any, **kwargs: Any) -> Any:
+        with _read_faults(self.id):
+            return super().load_markets(*args, **kwargs)  # type: ignore[misc]
+
+    def fetch_ohlcv(self, *args: Any, **kwargs: Any) -> Any:
+        with _read_faults(self.id):
+            return super().fetch_ohlcv(*args, **kwargs)  # type: ignore[misc]
+
     def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
         if method != "GET" or body:
             raise ccxt.NotSupported(f"{self.id}: only public GET requests are made ({method} {url})")
@@ -116,6 +132,19 @@ class _PolicyFetch:
         if parsed is None:
             raise ccxt.BadResponse(f"{self.id}: the answer to {_path(url)} is not JSON")
         return parsed
+
+
+@contextmanager
+def _read_faults(exchange_id: str) -> Iterator[None]:
+    """ccxt's parser faults (see _PARSE_FAULTS) as BadResponse; ccxt's own errors as they are."""
+    try:
+        yield
+    except ccxt.BaseError:
+        raise
+    except _PARSE_FAULTS as exc:
+        raise ccxt.BadResponse(
+            f"{exchange_id}: the answer could not be read ({type(exc).__name__} in ccxt's parser)"
+        ) from exc
 
 
 def make_exchange(exchange_id: str, base_url: str | None = None) -> ccxt.Exchange:

@@ -1,0 +1,117 @@
+"""Hostile input to the real-markets surfaces (issue 12): the exchange source's config, the
+answers an exchange (or something posing as one at a base URL) gives, and the simulated
+market's speed. Each is refused with a sentence and changes nothing, or is stored sanely;
+never a 500, a traceback, or an agent that stops.
+
+Nothing here reaches the internet: exchanges are small servers on 127.0.0.1 (allowed by
+FETCH_ALLOWED_HOSTS, as an operator would allow a gateway), and the saved checks that
+would download a market list read a fixed one instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import ccxt
+import pytest
+
+from agents.kinds import exchange_markets
+from agents.kinds.exchange_client import make_exchange
+from agents.kinds.exchange_feed import ExchangeFeed
+from agents.models import Agent
+from agents.runtime import keys
+from agents.runtime.redis import get_redis
+from control import services
+from control.services import InvalidInput
+
+LOG = logging.getLogger("tests.market_inputs")
+
+
+@pytest.fixture(autouse=True)
+def _no_cached_markets() -> Iterator[None]:
+    yield
+    client = get_redis()
+    for key in client.scan_iter(match=keys.exchange_markets("*", "*"), count=1000):
+        client.delete(key)
+    exchange_markets._failures.clear()
+
+
+@pytest.fixture
+def answering(settings: Any) -> Iterator[Callable[[bytes], str]]:
+    """A server on 127.0.0.1 that answers every GET with HTTP 200 and the body given; the
+    base URL to point ccxt at."""
+    settings.FETCH_ALLOWED_HOSTS = ["127.0.0.1"]
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(body: bytes) -> str:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+# --- answers of an unexpected shape ---
+
+# JSON that ccxt's parsers do not expect, each of which raised TypeError, AttributeError
+# or KeyError from inside ccxt (exchange id, body).
+ODD_MARKET_LISTS = [
+    ("binance", b"[1]"),
+    ("kraken", b'{"result": {"X": 1}}'),
+    ("poloniex", b'{"result": "x"}'),
+    ("poloniex", b"[]"),
+]
+
+
+@pytest.mark.parametrize(("exchange_id", "body"), ODD_MARKET_LISTS)
+def test_a_market_list_of_an_odd_shape_is_a_malformed_answer(answering, exchange_id: str, body: bytes):
+    exchange = make_exchange(exchange_id, answering(body))
+    with pytest.raises(ccxt.BadResponse, match="could not be read"):
+        exchange.load_markets()
+
+
+@pytest.mark.django_db
+def test_saving_against_an_odd_market_list_is_refused_with_a_sentence(answering, make_agent) -> None:
+    agent = make_agent("feed", symbols=["BTC-USD"])
+    before = dict(agent.config)
+    config = {"source": "exchange", "exchange": "binance", "base_url": answering(b"[1]"), "timeframe": "1m"}
+    with pytest.raises(InvalidInput, match="malformed answer"):
+        services.update_agent_config("feed", config)
+    assert Agent.objects.get(pk="feed").config == before
+
+
+def test_the_feed_goes_degraded_on_an_odd_answer_and_keeps_stepping(answering) -> None:
+    exchange = make_exchange("binance", answering(b"[1]"))
+    feed = ExchangeFeed(exchange, "1m", {"BTC-USD": "BTC/USDT"}, 5, {}, LOG)
+    poll = feed.poll()  # raised AttributeError out of the step: the agent stopped in ERROR
+    assert poll.candles == []
+    assert feed.failure is not None and feed.failure.startswith("malformed answer")
+
+
+def test_candles_of_an_odd_shape_are_a_malformed_answer(answering, monkeypatch) -> None:
+    exchange = make_exchange("binance", answering(b'{"klines": 1}'))
+    market = {"id": "BTCUSDT", "symbol": "BTC/USDT", "base": "BTC", "quote": "USDT", "spot": True}
+    exchange.set_markets([{**market, "type": "spot"}])
+    monkeypatch.setattr(exchange, "parse_ohlcvs", lambda *a, **k: {}["boom"])  # any parser fault
+    with pytest.raises(ccxt.BadResponse):
+        exchange.fetch_ohlcv("BTC/USDT", "1m")
+
