@@ -85,6 +85,39 @@ def listed_symbols(exchange_id: str, base_url: str | None = None) -> list[str]:
     return symbols
 
 
+def map_problems(symbols: list[str], symbol_map: dict[str, str], exchange_name: str) -> list[tuple[str, str]]:
+    """(field, sentence) for each symbol_map entry that cannot mean what its author meant,
+    found without the network: a key that is none of the agent's symbols (a typo such as
+    "BTC-UDS", or " BTC-USD", would otherwise be ignored and BTC-USD silently traded on
+    BTC/USD instead of the market mapped), and two of our symbols trading one market (the
+    same prices under two names, each position blind to the other)."""
+    problems = []
+    ours = ", ".join(symbols) or "none"
+    for key in symbol_map:
+        if key not in symbols:
+            shown = repr(key if len(key) <= 40 else key[:40] + "...")
+            problems.append(
+                (
+                    f"symbol_map.{key[:40]}",
+                    f"{shown} is not one of this agent's symbols ({ours}); map only those",
+                )
+            )
+    by_market: dict[str, list[str]] = {}
+    for symbol in symbols:
+        by_market.setdefault(exchange_symbol(symbol, symbol_map), []).append(symbol)
+    for market, sharing in by_market.items():
+        if len(sharing) > 1:
+            field = next((f"symbol_map.{s}" for s in sharing if s in symbol_map), "symbol_map")
+            problems.append(
+                (
+                    field,
+                    f"{' and '.join(sharing)} would all trade {market} on {exchange_name}; "
+                    "map each symbol to a market of its own",
+                )
+            )
+    return problems
+
+
 def symbol_problems(
     symbols: list[str], symbol_map: dict[str, str], listed: list[str], exchange_name: str
 ) -> list[tuple[str, str]]:

@@ -42,6 +42,7 @@ from agents.kinds.exchange_markets import (
     MarketsUnavailable,
     exchange_symbol,
     listed_symbols,
+    map_problems,
     symbol_problems,
 )
 from agents.kinds.exchange_stream import ExchangeStream, streams_ohlcv
@@ -226,6 +227,9 @@ class MarketData(AgentKind):
         assert isinstance(config, cls.Config)
         if config.source != "exchange" or not config.exchange:
             return []
+        problems = map_problems(symbols, config.symbol_map, exchange_label(config.exchange))
+        if problems:
+            return problems  # (no market list is needed to say so)
         try:
             listed = listed_symbols(config.exchange, config.base_url)
         except MarketsUnavailable as exc:

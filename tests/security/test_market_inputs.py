@@ -115,3 +115,66 @@ def test_candles_of_an_odd_shape_are_a_malformed_answer(answering, monkeypatch) 
     with pytest.raises(ccxt.BadResponse):
         exchange.fetch_ohlcv("BTC/USDT", "1m")
 
+
+# --- symbol maps ---
+
+LISTED = ["BTC/USD", "BTC/USDT", "ETH/USD", "ETH/USDT"]
+
+
+@pytest.fixture
+def listed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The saved check reads this market list: no download (and a test that a map is
+    refused must not need the exchange)."""
+    import agents.kinds.market_data as market_data
+
+    monkeypatch.setattr(market_data, "listed_symbols", lambda exchange_id, base_url=None: LISTED)
+    return LISTED
+
+
+def save_map(symbol_map: Any, symbols: list[str]) -> None:
+    config = {"source": "exchange", "exchange": "binance", "timeframe": "1m", "symbol_map": symbol_map}
+    services.update_agent_config("feed", config)
+
+
+# Keys that name none of the agent's symbols (BTC-USD, ETH-USD): a typo, spaces, lower
+# case, an empty key, a symbol the agent does not trade. Each was stored and ignored, so
+# BTC-USD traded on BTC/USD while its author meant BTC/USDT.
+STRAY_KEYS = ["BTC-UDS", " BTC-USD", "btc-usd", "", "XRP-USD", "B" * 500, "ＢＴＣ-USD"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("key", STRAY_KEYS)
+def test_a_map_key_that_is_none_of_the_symbols_is_refused(make_agent, listed, key: str) -> None:
+    agent = make_agent("feed", symbols=["BTC-USD", "ETH-USD"])
+    before = dict(agent.config)
+    with pytest.raises(InvalidInput) as caught:
+        save_map({key: "BTC/USDT"}, agent.symbols)
+    assert "is not one of this agent's symbols (BTC-USD, ETH-USD)" in str(caught.value)
+    assert len(str(caught.value)) < 400  # a long key is not repeated in full
+    assert Agent.objects.get(pk="feed").config == before
+
+
+# Two of ours on one market: explicitly, or one mapped onto the market another means
+# unmapped (ETH-USD -> BTC/USD while BTC-USD is BTC/USD).
+SHARED = [
+    {"BTC-USD": "BTC/USDT", "ETH-USD": "BTC/USDT"},
+    {"ETH-USD": "BTC/USD"},
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("symbol_map", SHARED)
+def test_two_symbols_on_one_market_are_refused(make_agent, listed, symbol_map: dict[str, str]) -> None:
+    agent = make_agent("feed", symbols=["BTC-USD", "ETH-USD"])
+    before = dict(agent.config)
+    with pytest.raises(InvalidInput, match="BTC-USD and ETH-USD would all trade BTC/USDT?"):
+        save_map(symbol_map, agent.symbols)
+    assert Agent.objects.get(pk="feed").config == before
+
+
+@pytest.mark.django_db
+def test_a_good_map_is_stored(make_agent, listed) -> None:
+    make_agent("feed", symbols=["BTC-USD", "ETH-USD"])
+    save_map({"BTC-USD": "BTC/USDT", "ETH-USD": "ETH/USDT"}, ["BTC-USD", "ETH-USD"])
+    assert Agent.objects.get(pk="feed").config["symbol_map"] == {"BTC-USD": "BTC/USDT", "ETH-USD": "ETH/USDT"}
+
