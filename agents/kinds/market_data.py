@@ -47,7 +47,7 @@ from agents.kinds.exchange_markets import (
 )
 from agents.kinds.exchange_stream import ExchangeStream, streams_ohlcv
 from agents.kinds.headlines import Headline, NewsDesk
-from agents.kinds.market_time import MarketClock, bar_end_epoch
+from agents.kinds.market_time import MarketClock, MarketTimeOver, bar_end_epoch
 from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
 from agents.net.url_policy import FetchableUrl
 from agents.validators import MAX_AGENT_SYMBOLS, MAX_SEED
@@ -323,7 +323,11 @@ class MarketData(AgentKind):
         if self._paths is None:
             self._paths = self._start_simulated()
         assert self._clock is not None
-        span = self._clock.next_span()
+        try:
+            span = self._clock.next_span()
+        except MarketTimeOver as exc:
+            # Like a CSV's end of file: nothing to publish, said on the card, still running.
+            return StepResult(did_work=False, summary=str(exc))
         ts = span.open_iso()
         messages, news = [], []
         for symbol, path in self._paths.items():

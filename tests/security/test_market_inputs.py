@@ -19,7 +19,7 @@ from typing import Any
 import ccxt
 import pytest
 
-from agents.kinds import exchange_markets
+from agents.kinds import exchange_markets, validate_config
 from agents.kinds.exchange_client import make_exchange
 from agents.kinds.exchange_feed import ExchangeFeed
 from agents.models import Agent
@@ -178,3 +178,33 @@ def test_a_good_map_is_stored(make_agent, listed) -> None:
     save_map({"BTC-USD": "BTC/USDT", "ETH-USD": "ETH/USDT"}, ["BTC-USD", "ETH-USD"])
     assert Agent.objects.get(pk="feed").config["symbol_map"] == {"BTC-USD": "BTC/USDT", "ETH-USD": "ETH/USDT"}
 
+
+# --- the simulated market's speed ---
+
+
+def test_an_accelerated_market_that_reaches_the_year_9999_stops_publishing_and_says_why() -> None:
+    """At the top speed a simulation runs out of datetime's years in about a month of wall
+    time; each step raised ValueError then (the agent stopped in ERROR) and so did every
+    restart, which resumes from the last bar."""
+    from agents.kinds.market_data import MarketData
+    from tests.agents.test_market_data import FakeContext, SteppedClock
+
+    last = {"type": "bar", "symbol": "BTC-USD", "close": 65000.0, "source": "simulated", "speed": 100000}
+    last |= {"ts": "9999-12-30T00:00:00+00:00", "interval_seconds": 60.0}
+    ctx = FakeContext(symbols=["BTC-USD"], history=[last])
+    config = validate_config("market_data", {"source": "simulated", "speed": 100000, "seed": 1})
+    kind = MarketData(ctx, config, now=SteppedClock(config.tick_seconds))
+    for _ in range(3):  # the restart's first step, and every one after it
+        result = kind.step()
+        assert not result.did_work and "run out of time" in result.summary
+    assert ctx.published == []
+
+
+def test_market_time_never_hands_out_a_bar_past_the_year_9999() -> None:
+    from agents.kinds.market_time import LAST_MARKET_TIME, MarketClock, MarketTimeOver
+
+    wall = iter(float(t) for t in range(1_767_225_600, 1_767_225_700))
+    clock = MarketClock(60.0, speed=100_000, resume_end=LAST_MARKET_TIME - 7 * 86400, now=lambda: next(wall))
+    with pytest.raises(MarketTimeOver):
+        for _ in range(10):
+            clock.next_span().open_iso()  # each one it hands out can be written
