@@ -58,10 +58,29 @@ def exchange_label(exchange_id: str) -> str:
     return str(name) if name else exchange_id
 
 
+# Units of one fixed length. A month's or a year's bars are not (28 to 31 days), and the
+# feed tells a closed candle, the next one due and a gap apart by a fixed length: it would
+# publish a 31-day month a day before it closed and drop a March after a 28-day February.
+_FIXED_UNITS = frozenset("smhdw")
+
+
 @cache
 def offered_timeframes(exchange_id: str) -> tuple[str, ...]:
-    """The bar lengths the exchange offers, in ccxt's notation (no request made)."""
-    return tuple(getattr(ccxt, exchange_id)().timeframes or {})
+    """The bar lengths the exchange offers and the feed can follow, in ccxt's notation (no
+    request made): of a fixed length, and readable by ccxt's parse_timeframe (ccxt's own
+    table lists some it cannot read, such as Backpack's "15")."""
+    exchange = getattr(ccxt, exchange_id)()
+    usable = []
+    for timeframe in exchange.timeframes or {}:
+        if not isinstance(timeframe, str) or timeframe[-1:] not in _FIXED_UNITS:
+            continue
+        try:
+            seconds = exchange.parse_timeframe(timeframe)
+        except (ccxt.BaseError, ValueError):
+            continue
+        if seconds > 0:
+            usable.append(timeframe)
+    return tuple(usable)
 
 
 def check_exchange_id(exchange_id: str) -> str:

@@ -166,7 +166,9 @@ class ExchangeFeed:
         elif last is None:
             # First start: the `backfill` newest closed candles.
             newest_closed_open = (now_ms // self.tf_ms - 1) * self.tf_ms
-            since = newest_closed_open - (self.backfill - 1) * self.tf_ms
+            # (Not before 1970: a long backfill of long bars, 1000 x 4w, reaches back past
+            # it, and a negative start is an error on some exchanges, forever after.)
+            since = max(0, newest_closed_open - (self.backfill - 1) * self.tf_ms)
         else:
             since = last + self.tf_ms
         expected = since  # the open time the next candle should have

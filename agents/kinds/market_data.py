@@ -205,6 +205,10 @@ class MarketData(AgentKind):
             if info.data.get("source") != "exchange" or not exchange_id:
                 return value
             offered = offered_timeframes(exchange_id)
+            if not offered:
+                raise ValueError(
+                    f"{exchange_label(exchange_id)} offers no candles through ccxt; choose another exchange"
+                )
             if value not in offered:
                 raise ValueError(
                     f"{exchange_label(exchange_id)} offers no {value!r} bars; it offers {', '.join(offered)}"

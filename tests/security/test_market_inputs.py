@@ -208,3 +208,47 @@ def test_market_time_never_hands_out_a_bar_past_the_year_9999() -> None:
     with pytest.raises(MarketTimeOver):
         for _ in range(10):
             clock.next_span().open_iso()  # each one it hands out can be written
+
+
+# --- timeframes ---
+
+
+# A month's or a year's bars are of no one length (the feed counts in fixed lengths), and
+# ccxt's table of Backpack lists "15", which its own parse_timeframe cannot read (the
+# agent's first step failed, stopping it in ERROR).
+@pytest.mark.parametrize(
+    ("exchange_id", "timeframe"), [("binance", "1M"), ("backpack", "15"), ("backpack", "1M")]
+)
+def test_a_timeframe_the_feed_cannot_follow_is_refused(exchange_id: str, timeframe: str) -> None:
+    from agents.kinds import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        validate_config(
+            "market_data", {"source": "exchange", "exchange": exchange_id, "timeframe": timeframe}
+        )
+    [(field, reason)] = caught.value.errors
+    assert field == "timeframe" and f"offers no {timeframe!r} bars; it offers " in reason
+    assert "1m" in reason and "1M" not in reason.split("it offers ")[1]
+
+
+def test_an_exchange_without_candles_is_refused_with_a_sentence() -> None:
+    from agents.kinds import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        validate_config("market_data", {"source": "exchange", "exchange": "coincheck", "timeframe": "1m"})
+    assert (
+        dict(caught.value.errors)["timeframe"]
+        == "Coincheck offers no candles through ccxt; choose another exchange"
+    )
+
+
+def test_a_backfill_longer_than_the_epoch_starts_at_1970(answering) -> None:
+    exchange = make_exchange("binance", answering(b"[]"))
+    market = {"id": "BTCUSDT", "symbol": "BTC/USDT", "base": "BTC", "quote": "USDT", "spot": True}
+    exchange.set_markets([{**market, "type": "spot"}])
+    asked: list[Any] = []
+    exchange.fetch_ohlcv = lambda market, timeframe, since=None, limit=None: asked.append(since) or []
+    feed = ExchangeFeed(exchange, "4w", {"BTC-USD": "BTC/USDT"}, 1000, {}, LOG)
+    feed.markets_loaded = True
+    feed.poll()
+    assert asked == [0]  # not 1000 x 4 weeks back: 1950
