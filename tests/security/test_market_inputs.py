@@ -252,3 +252,16 @@ def test_a_backfill_longer_than_the_epoch_starts_at_1970(answering) -> None:
     feed.markets_loaded = True
     feed.poll()
     assert asked == [0]  # not 1000 x 4 weeks back: 1950
+
+
+# --- base URLs ---
+
+
+@pytest.mark.parametrize("url", ["http://example.com:0/", "https://example.com:0", "http://[2001:db8::1]:0/"])
+def test_port_0_is_refused_not_read_as_the_default_port(url: str) -> None:
+    """A URL naming port 0 was saved and fetched on port 80/443: the policy's own check
+    for port 0 never ran (0 is falsy). Text only: nothing is resolved or connected."""
+    from agents.net.url_policy import UrlRefused, parse
+
+    with pytest.raises(UrlRefused, match="the port must be a number from 1 to 65535"):
+        parse(url, allowed=frozenset())
