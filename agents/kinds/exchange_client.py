@@ -194,6 +194,19 @@ def _spot_only(exchange: ccxt.Exchange) -> None:
         exchange.options["fetchMarkets"] = ["spot"]
 
 
+def check_base_url(base_url: str) -> str:
+    """`base_url` if rebase can keep all of it: scheme, host, port and an optional path.
+    A query or a fragment would be dropped from every request without a word (a gateway's
+    `?token=...` would never reach it), so it is refused instead."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.query or parts.fragment or "?" in base_url or "#" in base_url:
+        raise ValueError(
+            "a base URL is a scheme, host and optional path, like https://gateway.example/binance: "
+            "no query (?...) or fragment (#...), which would not reach the exchange"
+        )
+    return base_url
+
+
 def rebase(api: Any, base_url: str) -> Any:
     """`api` (ccxt's urls['api']: a URL, or a dict of them, nested) with every URL's origin
     replaced by `base_url`'s, its path prefixed by `base_url`'s path; websocket URLs keep

@@ -32,6 +32,7 @@ from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, Price, StepContext, StepResult
 from agents.kinds.csv_replay import BadRow, CsvReplay, parse_timestamp, resolve_csv_path
 from agents.kinds.exchange_client import (
+    check_base_url,
     check_exchange_id,
     exchange_label,
     make_exchange,
@@ -214,6 +215,11 @@ class MarketData(AgentKind):
                     f"{exchange_label(exchange_id)} offers no {value!r} bars; it offers {', '.join(offered)}"
                 )
             return value
+
+        @field_validator("base_url")
+        @classmethod
+        def _check_base_url(cls, value: str | None) -> str | None:
+            return None if value is None else check_base_url(value)
 
         @field_validator("symbol_map")
         @classmethod

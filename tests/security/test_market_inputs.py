@@ -265,3 +265,27 @@ def test_port_0_is_refused_not_read_as_the_default_port(url: str) -> None:
 
     with pytest.raises(UrlRefused, match="the port must be a number from 1 to 65535"):
         parse(url, allowed=frozenset())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://gw.example/binance?token=x",
+        "https://gw.example/#frag",
+        "https://gw.example/?",
+        "https://gw.example#",
+    ],
+)
+def test_a_base_url_with_a_query_or_fragment_is_refused(url: str) -> None:
+    """rebase keeps a base URL's origin and path only: a query (a gateway's token) or a
+    fragment was saved and then dropped from every request. Text only, no lookup."""
+    from agents.kinds import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        validate_config("market_data", {"source": "exchange", "exchange": "binance", "base_url": url})
+    assert "no query (?...) or fragment (#...)" in dict(caught.value.errors)["base_url"]
+    ok = validate_config(
+        "market_data", {"source": "exchange", "exchange": "binance", "base_url": "https://gw.example/b/"}
+    )
+    assert ok.base_url == "https://gw.example/b/"
+
