@@ -60,6 +60,15 @@ def switch_to_exchange(
     """Point the demo feed at `exchange_id` (`mapped`: markets chosen by the person, which
     the check at save verifies); InvalidInput (a sentence) if it cannot be."""
     agent = demo_feed()
+    # A market named for a symbol the demo does not trade (a typo: BTC-UDS) would be
+    # ignored, and the symbol meant traded on a market picked by the rule below instead.
+    stray = sorted(set(mapped or {}) - set(agent.symbols))
+    if stray:
+        raise InvalidInput(
+            f"The demo was not switched: it has no symbol {', '.join(stray)} to map "
+            f"(it trades {', '.join(agent.symbols)}).",
+            code="invalid",
+        )
     try:
         exchange_id = check_exchange_id(exchange_id)
         listed = set(listed_symbols(exchange_id, base_url))

@@ -144,3 +144,11 @@ def test_from_the_shell_no_network_is_one_sentence_and_exit_code_1(server, tmp_p
     finally:
         check.close()
     assert '"simulated"' in source
+
+
+def test_a_map_for_a_symbol_the_demo_does_not_trade_is_refused_before_any_request(server) -> None:
+    run("--simulated")
+    with pytest.raises(CommandError, match=r"it has no symbol BTC-UDS to map \(it trades BTC-USD, ETH-USD\)"):
+        run("--live", "binance", "--base-url", server.base_url, "--map", "BTC-UDS=BTC/USDC")
+    assert server.requests == []
+    assert feed().config["source"] == "simulated"
