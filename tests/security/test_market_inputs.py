@@ -289,3 +289,34 @@ def test_a_base_url_with_a_query_or_fragment_is_refused(url: str) -> None:
     )
     assert ok.base_url == "https://gw.example/b/"
 
+
+# --- error text from an exchange or a feed, on the cards ---
+
+HOSTILE = '<script>alert(1)</script><img src=x onerror="alert(2)">'
+
+
+def test_an_exchange_error_with_markup_is_shown_as_text_on_the_card() -> None:
+    from django.template.loader import render_to_string
+
+    note = {"degraded": f"malformed answer: binance {HOSTILE}", "degraded_since": None, "last_price_at": None}
+    html = render_to_string("control/index.html#loop-note", {"note": note})
+    assert "<script>" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+@pytest.mark.django_db
+def test_a_feed_error_with_markup_is_shown_as_text_on_the_card(make_agent, redis_client) -> None:
+    from django.template.loader import render_to_string
+
+    from agents.runtime.agent_loop import AgentLoop
+    from control.web import dashboard_context as page
+
+    make_agent("news", kind="sentiment", role="specialized_sentiment", config={})
+    since = "2024-05-01T12:00:00+00:00"
+    problem = {"url": f"https://feeds.example/{HOSTILE}", "error": HOSTILE, "since": since}
+    AgentLoop("news", "run-1")._report_status({"feed_errors": [problem]})
+    (card,) = page.agent_cards()
+    html = render_to_string("control/index.html#agent-card", {"card": card, "can_control": True})
+    assert "<script>" not in html and "<img" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
