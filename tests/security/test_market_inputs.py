@@ -320,3 +320,15 @@ def test_a_feed_error_with_markup_is_shown_as_text_on_the_card(make_agent, redis
     assert "<script>" not in html and "<img" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
+
+# --- stale prices ---
+
+
+@pytest.mark.parametrize("timeframe", ["15", "1Y", "0m", "x"])
+def test_a_feed_timeframe_ccxt_cannot_read_falls_back_to_the_tick(timeframe: str) -> None:
+    """A stored config older than the timeframe check (Backpack's "15") made ccxt raise
+    NotSupported, which is no ValueError, out of the session's price-age limit."""
+    from sessions.freshness import feed_interval_seconds
+
+    config = {"source": "exchange", "exchange": "backpack", "timeframe": timeframe, "tick_seconds": 2.0}
+    assert feed_interval_seconds(config) == 2.0
