@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import ccxt
 
 from agents.kinds.exchange_client import describe_error
+from agents.validators import MAX_PRICE
 
 # fetch_ohlcv's page: 1000 is Binance's largest; other exchanges cap it lower themselves.
 MAX_PAGE = 1000
@@ -268,6 +269,10 @@ def to_candle(symbol: str, market: str, row: object) -> Candle | None:
         prices.append(float(value))
     open_, high, low, close, volume = prices
     if min(open_, high, low, close) <= 0 or volume < 0:
+        return None
+    # What a fill can be booked at, as for a CSV row (csv_replay) and the simulator: a
+    # gateway's 1e300 went on to the technical agent and the sessions otherwise.
+    if high >= MAX_PRICE:
         return None
     if high < max(open_, close, low) or low > min(open_, close):
         return None

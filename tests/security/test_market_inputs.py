@@ -332,3 +332,17 @@ def test_a_feed_timeframe_ccxt_cannot_read_falls_back_to_the_tick(timeframe: str
 
     config = {"source": "exchange", "exchange": "backpack", "timeframe": timeframe, "tick_seconds": 2.0}
     assert feed_interval_seconds(config) == 2.0
+
+
+# --- candles ---
+
+
+@pytest.mark.parametrize("price", [1e300, 1e7, 1.7e308])
+def test_a_candle_priced_past_what_the_ledger_keeps_is_a_bad_row(price: float) -> None:
+    """As a CSV row is (csv_replay) and the simulator's walk is capped: an exchange (or a
+    gateway at a base URL) answering 1e300 went on to the technical agent and the sessions."""
+    from agents.kinds.exchange_feed import to_candle
+
+    assert to_candle("BTC-USD", "BTC/USDT", [60_000, 1.0, price, 1.0, 1.0, 1.0]) is None
+    assert to_candle("BTC-USD", "BTC/USDT", [60_000, 1.0, 9_999_999.0, 1.0, 1.0, 1.0]) is not None
+
