@@ -346,3 +346,20 @@ def test_a_candle_priced_past_what_the_ledger_keeps_is_a_bad_row(price: float) -
     assert to_candle("BTC-USD", "BTC/USDT", [60_000, 1.0, price, 1.0, 1.0, 1.0]) is None
     assert to_candle("BTC-USD", "BTC/USDT", [60_000, 1.0, 9_999_999.0, 1.0, 1.0, 1.0]) is not None
 
+
+# --- a session's price-age limit ---
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("value", [[], {}, "", ()])
+def test_an_empty_value_that_is_not_null_is_refused_as_a_price_age(graph, value: Any) -> None:
+    """Django's full_clean skips a blank field holding "", [] or {}: they reached the
+    database and the edit service raised TypeError instead of answering."""
+    from sessions.models import TradingSession
+
+    with pytest.raises(InvalidInput, match="max_price_age_seconds: Give a whole number of seconds from 1"):
+        services.update_session("runner", {"max_price_age_seconds": value})
+    assert TradingSession.objects.get(pk="runner").max_price_age_seconds is None
+    services.update_session("runner", {"max_price_age_seconds": 90})
+    services.update_session("runner", {"max_price_age_seconds": None})  # automatic again
+    assert TradingSession.objects.get(pk="runner").max_price_age_seconds is None
