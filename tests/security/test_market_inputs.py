@@ -363,3 +363,33 @@ def test_an_empty_value_that_is_not_null_is_refused_as_a_price_age(graph, value:
     services.update_session("runner", {"max_price_age_seconds": 90})
     services.update_session("runner", {"max_price_age_seconds": None})  # automatic again
     assert TradingSession.objects.get(pk="runner").max_price_age_seconds is None
+
+
+# The same class on every edit: a blank number or relation holding "", [], {} or ().
+WRONG_EMPTY = [[], {}, "", ()]
+
+
+SESSION_FIELDS = ["max_position_weight", "max_orders_per_minute", "fee_bps", "decision_agent"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", SESSION_FIELDS)
+@pytest.mark.parametrize("value", WRONG_EMPTY)
+def test_the_session_edit_refuses_an_empty_value_of_the_wrong_type(graph, field: str, value: Any) -> None:
+    from sessions.models import TradingSession
+
+    before = TradingSession.objects.filter(pk="runner").values()[0]
+    with pytest.raises(InvalidInput):
+        services.update_session("runner", {field: value})
+    assert TradingSession.objects.filter(pk="runner").values()[0] == before
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", ["position_x", "position_y", "kind"])
+@pytest.mark.parametrize("value", WRONG_EMPTY)
+def test_the_agent_edit_refuses_an_empty_value_of_the_wrong_type(graph, field: str, value: Any) -> None:
+    before = Agent.objects.filter(pk="feed").values()[0]
+    with pytest.raises(InvalidInput):
+        services.update_agent("feed", {field: value})
+    assert Agent.objects.filter(pk="feed").values()[0] == before
+
