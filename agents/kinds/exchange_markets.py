@@ -135,6 +135,10 @@ def symbol_problems(
 
 def _not_listed(symbol: str, wanted: str, listed: list[str], exchange_name: str) -> str:
     """A sentence naming what the exchange has instead: the same base's pairs, or close spellings."""
+    # The same market in other letter case (btc/usdt): ccxt's symbols are case-sensitive.
+    folded = next((s for s in listed if s.casefold() == wanted.casefold()), None)
+    if folded is not None:
+        return f"{exchange_name} has no market {wanted} for {symbol} (it lists {folded}: write it so)"
     base = wanted.split("/")[0]
     same_base = [s for s in listed if s.split("/")[0] == base]
     if same_base:

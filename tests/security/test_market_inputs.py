@@ -393,3 +393,12 @@ def test_the_agent_edit_refuses_an_empty_value_of_the_wrong_type(graph, field: s
         services.update_agent("feed", {field: value})
     assert Agent.objects.filter(pk="feed").values()[0] == before
 
+
+def test_a_market_in_the_wrong_letter_case_is_named_as_listed(listed) -> None:
+    """ccxt's symbols are case-sensitive: 'btc/usdt' got "it lists no btc market"."""
+    [(field, sentence)] = exchange_markets.symbol_problems(
+        ["BTC-USD"], {"BTC-USD": "btc/usdt"}, LISTED, "Binance"
+    )
+    assert field == "symbol_map.BTC-USD"
+    assert sentence == "Binance has no market btc/usdt for BTC-USD (it lists BTC/USDT: write it so)"
+
