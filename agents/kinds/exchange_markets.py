@@ -70,7 +70,11 @@ def listed_symbols(exchange_id: str, base_url: str | None = None) -> list[str]:
             f"the market list of {exchange.name} could not be loaded ({describe_error(exc)}); "
             "try again when the exchange answers"
         )
-        _failures[key] = (time.monotonic(), reason)
+        now = time.monotonic()
+        # Forget the old ones: each new base URL saved adds a key, which would stay forever.
+        for stale in [k for k, (at, _) in _failures.items() if now - at >= FAILURE_MEMORY_SECONDS]:
+            del _failures[stale]
+        _failures[key] = (now, reason)
         raise MarketsUnavailable(reason) from None
     _failures.pop(key, None)
     symbols = sorted(

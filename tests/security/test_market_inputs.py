@@ -402,3 +402,17 @@ def test_a_market_in_the_wrong_letter_case_is_named_as_listed(listed) -> None:
     assert field == "symbol_map.BTC-USD"
     assert sentence == "Binance has no market btc/usdt for BTC-USD (it lists BTC/USDT: write it so)"
 
+
+def test_failed_market_lists_are_not_remembered_forever(settings) -> None:
+    """Each base URL saved while unreachable left a key in the process for good."""
+    import socket
+    import time
+
+    settings.FETCH_ALLOWED_HOSTS = ["127.0.0.1"]
+    with socket.socket() as probe:  # a port nobody listens on: refused at once, locally
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exchange_markets._failures["old"] = (time.monotonic() - 3600, "long ago")
+    with pytest.raises(exchange_markets.MarketsUnavailable):
+        exchange_markets.listed_symbols("binance", f"http://127.0.0.1:{port}")
+    assert "old" not in exchange_markets._failures and len(exchange_markets._failures) == 1
