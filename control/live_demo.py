@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agents.kinds import ConfigError, validate_config
 from agents.kinds.exchange_client import UnknownExchange, check_exchange_id, exchange_label
 from agents.kinds.exchange_markets import MarketsUnavailable, listed_symbols
 from agents.models import Agent
@@ -69,6 +70,13 @@ def switch_to_exchange(
             f"(it trades {', '.join(agent.symbols)}).",
             code="invalid",
         )
+    # The draft's own fields (exchange id, timeframe, the base URL under the URL policy)
+    # are checked as text first: a base URL the save would refuse is never requested.
+    draft = {"source": "exchange", "exchange": exchange_id, "timeframe": timeframe}
+    try:
+        validate_config("market_data", {**draft, **({"base_url": base_url} if base_url else {})})
+    except ConfigError as exc:
+        raise InvalidInput(f"The demo was not switched: {exc}", code="invalid") from None
     try:
         exchange_id = check_exchange_id(exchange_id)
         listed = set(listed_symbols(exchange_id, base_url))
