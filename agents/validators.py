@@ -333,6 +333,11 @@ class OptionalSecondsField(models.PositiveIntegerField):
     model (so the admin and control.services' full_clean) and its form field refuse a
     boolean, a non-ASCII digit or a value out of range with the same sentence."""
 
+    # Only None means "automatic". Django's full_clean skips a blank field whose value is
+    # in empty_values ("", [], {}, ()), so those reached the database unchecked and the
+    # edit service raised TypeError (a 500) instead of answering with the sentence.
+    empty_values = [None]
+
     def __init__(self, *args: Any, low: int = 1, high: int = MAX_PRICE_AGE_SECONDS, **kwargs: Any) -> None:
         self.low, self.high = low, high
         kwargs.setdefault("null", True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agents.kinds import ConfigError, validate_config
 from agents.kinds.exchange_client import UnknownExchange, check_exchange_id, exchange_label
 from agents.kinds.exchange_markets import MarketsUnavailable, listed_symbols
 from agents.models import Agent
@@ -60,6 +61,22 @@ def switch_to_exchange(
     """Point the demo feed at `exchange_id` (`mapped`: markets chosen by the person, which
     the check at save verifies); InvalidInput (a sentence) if it cannot be."""
     agent = demo_feed()
+    # A market named for a symbol the demo does not trade (a typo: BTC-UDS) would be
+    # ignored, and the symbol meant traded on a market picked by the rule below instead.
+    stray = sorted(set(mapped or {}) - set(agent.symbols))
+    if stray:
+        raise InvalidInput(
+            f"The demo was not switched: it has no symbol {', '.join(stray)} to map "
+            f"(it trades {', '.join(agent.symbols)}).",
+            code="invalid",
+        )
+    # The draft's own fields (exchange id, timeframe, the base URL under the URL policy)
+    # are checked as text first: a base URL the save would refuse is never requested.
+    draft = {"source": "exchange", "exchange": exchange_id, "timeframe": timeframe}
+    try:
+        validate_config("market_data", {**draft, **({"base_url": base_url} if base_url else {})})
+    except ConfigError as exc:
+        raise InvalidInput(f"The demo was not switched: {exc}", code="invalid") from None
     try:
         exchange_id = check_exchange_id(exchange_id)
         listed = set(listed_symbols(exchange_id, base_url))

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -366,10 +366,27 @@ def update_session(session_id: str, changes: dict[str, Any], *, user=None) -> Up
     return Update(session, changed, note)
 
 
+_OWN_EMPTY_FIELDS = (models.CharField, models.TextField, models.JSONField)
+
+
 def _full_clean(row, updates: dict[str, Any], name: str) -> None:
     """The model's own validators over the changed fields (on a copy: the row is kept)."""
     if not updates:
         return
+    # Django's full_clean skips a blank field holding any of its empty values ("", [], {},
+    # ()), so on a number, date or relation they went unchecked to the database, which
+    # raised TypeError (a 500). Text and JSON fields have their own empty value; every
+    # other field's empty value is None.
+    meta = type(row)._meta
+    wrong_empty = [
+        {"field": field.name, "reason": "Give a value of this field's type, or null to leave it empty."}
+        for column, value in updates.items()
+        if value is not None
+        and not isinstance(field := meta.get_field(column.removesuffix("_id")), _OWN_EMPTY_FIELDS)
+        and any(value == empty and type(value) is type(empty) for empty in field.empty_values)
+    ]
+    if wrong_empty:
+        raise _invalid(name, wrong_empty)
     candidate = type(row).objects.get(pk=row.pk)
     for column, value in updates.items():
         setattr(candidate, column, value)

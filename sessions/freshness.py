@@ -15,6 +15,7 @@ AUTO_MIN_SECONDS: one bar may be late, two may not.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -49,12 +50,18 @@ def feed_interval_seconds(config: Mapping[str, Any] | None) -> float:
     for an exchange source (parsed by ccxt, as the source itself does), else its tick."""
     config = config or {}
     if config.get("source") == "exchange":
+        from ccxt.base.errors import BaseError
         from ccxt.base.exchange import Exchange  # heavy; only live feeds need it
 
         try:
-            return float(Exchange.parse_timeframe(str(config.get("timeframe") or "1m")))
-        except (ValueError, KeyError, TypeError):
+            seconds = float(Exchange.parse_timeframe(str(config.get("timeframe") or "1m")))
+        # (ccxt raises its own NotSupported for a unit it does not know: "15", a config
+        # saved before such timeframes were refused; the session must not fail on it.)
+        except (ValueError, KeyError, TypeError, OverflowError, BaseError):
             pass
+        else:
+            if math.isfinite(seconds) and seconds > 0:
+                return seconds
     try:
         return float(config.get("tick_seconds", 1.0))
     except (TypeError, ValueError):

@@ -36,7 +36,7 @@ def register(kind: type[AgentKind]) -> type[AgentKind]:
 def get_kind(name: str) -> type[AgentKind]:
     try:
         return _KINDS[name]
-    except KeyError:
+    except (KeyError, TypeError):  # (TypeError: a list or an object from JSON is no name)
         raise UnknownKind(f"unknown agent kind {name!r}; known kinds: {', '.join(sorted(_KINDS))}") from None
 
 

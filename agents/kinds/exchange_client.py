@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import difflib
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -29,6 +31,12 @@ MAX_RESPONSE_BYTES = 40_000_000
 # ccxt's timeout is in milliseconds; the whole request, redirects included, must end
 # well within a step (STEP_TIMEOUT_SECONDS, 10 s by default; see exchange_feed's budget).
 TIMEOUT_MS = 5_000
+# ccxt's parsers assume each exchange's documented shapes: JSON of another shape (a proxy
+# or gateway at a base URL, a changed API) raises these from deep inside them. To a
+# caller that is a malformed answer like any other, so it becomes ccxt's BadResponse:
+# the feed goes degraded and retries instead of the step failing (which stops the agent),
+# and saving a config answers with a sentence instead of a 500.
+_PARSE_FAULTS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
 
 
 class UnknownExchange(ValueError):
@@ -50,10 +58,29 @@ def exchange_label(exchange_id: str) -> str:
     return str(name) if name else exchange_id
 
 
+# Units of one fixed length. A month's or a year's bars are not (28 to 31 days), and the
+# feed tells a closed candle, the next one due and a gap apart by a fixed length: it would
+# publish a 31-day month a day before it closed and drop a March after a 28-day February.
+_FIXED_UNITS = frozenset("smhdw")
+
+
 @cache
 def offered_timeframes(exchange_id: str) -> tuple[str, ...]:
-    """The bar lengths the exchange offers, in ccxt's notation (no request made)."""
-    return tuple(getattr(ccxt, exchange_id)().timeframes or {})
+    """The bar lengths the exchange offers and the feed can follow, in ccxt's notation (no
+    request made): of a fixed length, and readable by ccxt's parse_timeframe (ccxt's own
+    table lists some it cannot read, such as Backpack's "15")."""
+    exchange = getattr(ccxt, exchange_id)()
+    usable = []
+    for timeframe in exchange.timeframes or {}:
+        if not isinstance(timeframe, str) or timeframe[-1:] not in _FIXED_UNITS:
+            continue
+        try:
+            seconds = exchange.parse_timeframe(timeframe)
+        except (ccxt.BaseError, ValueError):
+            continue
+        if seconds > 0:
+            usable.append(timeframe)
+    return tuple(usable)
 
 
 def check_exchange_id(exchange_id: str) -> str:
@@ -79,6 +106,14 @@ class _PolicyFetch:
     # network. The exchange's own public hosts are no secret: a name that does not
     # resolve there means no network, and is said so.
     operator_url = False
+
+    def load_markets(self, *args: Any, **kwargs: Any) -> Any:
+        with _read_faults(self.id):
+            return super().load_markets(*args, **kwargs)  # type: ignore[misc]
+
+    def fetch_ohlcv(self, *args: Any, **kwargs: Any) -> Any:
+        with _read_faults(self.id):
+            return super().fetch_ohlcv(*args, **kwargs)  # type: ignore[misc]
 
     def fetch(self, url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
         if method != "GET" or body:
@@ -118,6 +153,19 @@ class _PolicyFetch:
         return parsed
 
 
+@contextmanager
+def _read_faults(exchange_id: str) -> Iterator[None]:
+    """ccxt's parser faults (see _PARSE_FAULTS) as BadResponse; ccxt's own errors as they are."""
+    try:
+        yield
+    except ccxt.BaseError:
+        raise
+    except _PARSE_FAULTS as exc:
+        raise ccxt.BadResponse(
+            f"{exchange_id}: the answer could not be read ({type(exc).__name__} in ccxt's parser)"
+        ) from exc
+
+
 def make_exchange(exchange_id: str, base_url: str | None = None) -> ccxt.Exchange:
     """A ccxt exchange for public data: rate limited, spot markets, requests through our fetch.
 
@@ -144,6 +192,19 @@ def _spot_only(exchange: ccxt.Exchange) -> None:
         exchange.options["fetchMarkets"] = {**option, "types": ["spot"]}
     elif isinstance(option, list):
         exchange.options["fetchMarkets"] = ["spot"]
+
+
+def check_base_url(base_url: str) -> str:
+    """`base_url` if rebase can keep all of it: scheme, host, port and an optional path.
+    A query or a fragment would be dropped from every request without a word (a gateway's
+    `?token=...` would never reach it), so it is refused instead."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.query or parts.fragment or "?" in base_url or "#" in base_url:
+        raise ValueError(
+            "a base URL is a scheme, host and optional path, like https://gateway.example/binance: "
+            "no query (?...) or fragment (#...), which would not reach the exchange"
+        )
+    return base_url
 
 
 def rebase(api: Any, base_url: str) -> Any:

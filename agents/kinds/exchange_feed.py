@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import ccxt
 
 from agents.kinds.exchange_client import describe_error
+from agents.validators import MAX_PRICE
 
 # fetch_ohlcv's page: 1000 is Binance's largest; other exchanges cap it lower themselves.
 MAX_PAGE = 1000
@@ -166,7 +167,9 @@ class ExchangeFeed:
         elif last is None:
             # First start: the `backfill` newest closed candles.
             newest_closed_open = (now_ms // self.tf_ms - 1) * self.tf_ms
-            since = newest_closed_open - (self.backfill - 1) * self.tf_ms
+            # (Not before 1970: a long backfill of long bars, 1000 x 4w, reaches back past
+            # it, and a negative start is an error on some exchanges, forever after.)
+            since = max(0, newest_closed_open - (self.backfill - 1) * self.tf_ms)
         else:
             since = last + self.tf_ms
         expected = since  # the open time the next candle should have
@@ -266,6 +269,10 @@ def to_candle(symbol: str, market: str, row: object) -> Candle | None:
         prices.append(float(value))
     open_, high, low, close, volume = prices
     if min(open_, high, low, close) <= 0 or volume < 0:
+        return None
+    # What a fill can be booked at, as for a CSV row (csv_replay) and the simulator: a
+    # gateway's 1e300 went on to the technical agent and the sessions otherwise.
+    if high >= MAX_PRICE:
         return None
     if high < max(open_, close, low) or low > min(open_, close):
         return None

@@ -70,7 +70,11 @@ def listed_symbols(exchange_id: str, base_url: str | None = None) -> list[str]:
             f"the market list of {exchange.name} could not be loaded ({describe_error(exc)}); "
             "try again when the exchange answers"
         )
-        _failures[key] = (time.monotonic(), reason)
+        now = time.monotonic()
+        # Forget the old ones: each new base URL saved adds a key, which would stay forever.
+        for stale in [k for k, (at, _) in _failures.items() if now - at >= FAILURE_MEMORY_SECONDS]:
+            del _failures[stale]
+        _failures[key] = (now, reason)
         raise MarketsUnavailable(reason) from None
     _failures.pop(key, None)
     symbols = sorted(
@@ -83,6 +87,39 @@ def listed_symbols(exchange_id: str, base_url: str | None = None) -> list[str]:
     except redis.RedisError:
         log.warning("the market list of %s was not cached (Redis away)", exchange_id)
     return symbols
+
+
+def map_problems(symbols: list[str], symbol_map: dict[str, str], exchange_name: str) -> list[tuple[str, str]]:
+    """(field, sentence) for each symbol_map entry that cannot mean what its author meant,
+    found without the network: a key that is none of the agent's symbols (a typo such as
+    "BTC-UDS", or " BTC-USD", would otherwise be ignored and BTC-USD silently traded on
+    BTC/USD instead of the market mapped), and two of our symbols trading one market (the
+    same prices under two names, each position blind to the other)."""
+    problems = []
+    ours = ", ".join(symbols) or "none"
+    for key in symbol_map:
+        if key not in symbols:
+            shown = repr(key if len(key) <= 40 else key[:40] + "...")
+            problems.append(
+                (
+                    f"symbol_map.{key[:40]}",
+                    f"{shown} is not one of this agent's symbols ({ours}); map only those",
+                )
+            )
+    by_market: dict[str, list[str]] = {}
+    for symbol in symbols:
+        by_market.setdefault(exchange_symbol(symbol, symbol_map), []).append(symbol)
+    for market, sharing in by_market.items():
+        if len(sharing) > 1:
+            field = next((f"symbol_map.{s}" for s in sharing if s in symbol_map), "symbol_map")
+            problems.append(
+                (
+                    field,
+                    f"{' and '.join(sharing)} would all trade {market} on {exchange_name}; "
+                    "map each symbol to a market of its own",
+                )
+            )
+    return problems
 
 
 def symbol_problems(
@@ -102,6 +139,10 @@ def symbol_problems(
 
 def _not_listed(symbol: str, wanted: str, listed: list[str], exchange_name: str) -> str:
     """A sentence naming what the exchange has instead: the same base's pairs, or close spellings."""
+    # The same market in other letter case (btc/usdt): ccxt's symbols are case-sensitive.
+    folded = next((s for s in listed if s.casefold() == wanted.casefold()), None)
+    if folded is not None:
+        return f"{exchange_name} has no market {wanted} for {symbol} (it lists {folded}: write it so)"
     base = wanted.split("/")[0]
     same_base = [s for s in listed if s.split("/")[0] == base]
     if same_base:

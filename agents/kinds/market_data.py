@@ -32,6 +32,7 @@ from agents.kinds import register
 from agents.kinds.base import AgentKind, KindConfig, Price, StepContext, StepResult
 from agents.kinds.csv_replay import BadRow, CsvReplay, parse_timestamp, resolve_csv_path
 from agents.kinds.exchange_client import (
+    check_base_url,
     check_exchange_id,
     exchange_label,
     make_exchange,
@@ -42,11 +43,12 @@ from agents.kinds.exchange_markets import (
     MarketsUnavailable,
     exchange_symbol,
     listed_symbols,
+    map_problems,
     symbol_problems,
 )
 from agents.kinds.exchange_stream import ExchangeStream, streams_ohlcv
 from agents.kinds.headlines import Headline, NewsDesk
-from agents.kinds.market_time import MarketClock, bar_end_epoch
+from agents.kinds.market_time import MarketClock, MarketTimeOver, bar_end_epoch
 from agents.kinds.simulated_market import MarketParams, SymbolPath, default_price
 from agents.net.url_policy import FetchableUrl
 from agents.validators import MAX_AGENT_SYMBOLS, MAX_SEED
@@ -204,11 +206,20 @@ class MarketData(AgentKind):
             if info.data.get("source") != "exchange" or not exchange_id:
                 return value
             offered = offered_timeframes(exchange_id)
+            if not offered:
+                raise ValueError(
+                    f"{exchange_label(exchange_id)} offers no candles through ccxt; choose another exchange"
+                )
             if value not in offered:
                 raise ValueError(
                     f"{exchange_label(exchange_id)} offers no {value!r} bars; it offers {', '.join(offered)}"
                 )
             return value
+
+        @field_validator("base_url")
+        @classmethod
+        def _check_base_url(cls, value: str | None) -> str | None:
+            return None if value is None else check_base_url(value)
 
         @field_validator("symbol_map")
         @classmethod
@@ -226,6 +237,9 @@ class MarketData(AgentKind):
         assert isinstance(config, cls.Config)
         if config.source != "exchange" or not config.exchange:
             return []
+        problems = map_problems(symbols, config.symbol_map, exchange_label(config.exchange))
+        if problems:
+            return problems  # (no market list is needed to say so)
         try:
             listed = listed_symbols(config.exchange, config.base_url)
         except MarketsUnavailable as exc:
@@ -319,7 +333,11 @@ class MarketData(AgentKind):
         if self._paths is None:
             self._paths = self._start_simulated()
         assert self._clock is not None
-        span = self._clock.next_span()
+        try:
+            span = self._clock.next_span()
+        except MarketTimeOver as exc:
+            # Like a CSV's end of file: nothing to publish, said on the card, still running.
+            return StepResult(did_work=False, summary=str(exc))
         ts = span.open_iso()
         messages, news = [], []
         for symbol, path in self._paths.items():

@@ -23,6 +23,15 @@ from typing import Any
 # stalled worker), not one long bar: one bar spanning an hour-long pause would jump as
 # far as the market moves in an hour, in one step.
 MAX_GAP_TICKS = 5.0
+# The last moment a bar may end: a datetime (and so a bar's ts) cannot be written past the
+# year 9999. An accelerated simulation reaches it (at the top speed, 100000x, in about a
+# month of wall time), and then every step failed, stopping the agent in ERROR, and so did
+# every restart, which resumes from the last bar.
+LAST_MARKET_TIME = datetime(9999, 12, 31, tzinfo=UTC).timestamp()
+
+
+class MarketTimeOver(Exception):
+    """The next bar would end past LAST_MARKET_TIME; str() is a sentence saying what to do."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,11 @@ class MarketClock:
             if first and self._market_end is not None and start < self._market_end < wall:
                 start = self._market_end
             span = BarSpan(start, wall - start)
+        if not span.end < LAST_MARKET_TIME:
+            raise MarketTimeOver(
+                "the simulated market has run out of time (its bars would end past the year 9999); "
+                "set its speed to 1 (real time) to go on from the present"
+            )
         self._market_end = span.end
         return span
 

@@ -96,7 +96,8 @@ def parse(text: str, allowed: frozenset[tuple[str, int | None]] | None = None) -
     if not parts.hostname:
         raise UrlRefused("the URL has no host")
     try:
-        port = parts.port or SCHEMES[scheme]
+        # (Not `parts.port or ...`: port 0 is falsy, and was read as the scheme's default.)
+        port = SCHEMES[scheme] if parts.port is None else parts.port
     except ValueError:
         raise UrlRefused("the port must be a number from 1 to 65535") from None
     if port == 0:

@@ -286,7 +286,7 @@ def test_the_market_list_is_cached_so_saving_again_asks_nothing(server) -> None:
 
 def test_with_the_exchange_out_of_reach_saving_is_refused_with_a_sentence(server) -> None:
     server.fault = "down"
-    [(field, sentence)] = check(server, ["BTC-USD"])
+    [(field, sentence)] = check(server, ["BTC-USD"], symbol_map={"BTC-USD": "BTC/USDT"})
     assert field == "exchange"
     assert sentence.startswith("cannot check the symbols: the market list of Binance could not be loaded")
     assert "try again when the exchange answers" in sentence
@@ -305,7 +305,7 @@ def test_the_edit_service_refuses_an_unlisted_symbol_and_changes_nothing(server,
     agent.refresh_from_db()
     assert agent.config == before
     # Mapped to a listed market, it is saved; changing the symbols is checked the same way.
-    services.update_agent(agent.agent_id, {"config": config(server)})
+    services.update_agent(agent.agent_id, {"config": config(server, symbol_map={"BTC-USD": "BTC/USDT"})})
     with pytest.raises(InvalidInput, match="no market SOL/USD for SOL-USD"):
         services.update_agent(agent.agent_id, {"symbols": ["BTC-USD", "SOL-USD"]})
 
@@ -369,7 +369,7 @@ def test_the_admin_refuses_a_new_agent_on_an_unlisted_symbol(server, client, adm
     assert response.status_code == 200  # the form again, with the error
     assert "Binance has no market BTC/USD for BTC-USD" in response.content.decode()
     assert not Agent.objects.filter(pk="feed_new").exists()
-    form["config"] = json.dumps(config(server))
+    form["config"] = json.dumps(config(server, symbol_map={"BTC-USD": "BTC/USDT"}))
     assert client.post("/admin/agents/agent/add/", form).status_code == 302
     assert Agent.objects.filter(pk="feed_new").exists()
 
@@ -398,7 +398,7 @@ def test_a_save_with_the_exchange_out_of_reach_asks_it_once_and_is_refused(serve
     agent = make_agent("feed_off", symbols=["BTC-USD"])
     server.fault = "down"
     with pytest.raises(InvalidInput, match="cannot check the symbols: the market list of Binance"):
-        services.update_agent(agent.agent_id, {"config": config(server)})
+        services.update_agent(agent.agent_id, {"config": config(server, symbol_map={"BTC-USD": "BTC/USDT"})})
     # Checked before the row is locked and again inside: the exchange was asked once.
     assert sum("exchangeInfo" in path for path in server.requests) == 1
     agent.refresh_from_db()

@@ -144,3 +144,30 @@ def test_from_the_shell_no_network_is_one_sentence_and_exit_code_1(server, tmp_p
     finally:
         check.close()
     assert '"simulated"' in source
+
+
+def test_a_map_for_a_symbol_the_demo_does_not_trade_is_refused_before_any_request(server) -> None:
+    run("--simulated")
+    with pytest.raises(CommandError, match=r"it has no symbol BTC-UDS to map \(it trades BTC-USD, ETH-USD\)"):
+        run("--live", "binance", "--base-url", server.base_url, "--map", "BTC-UDS=BTC/USDC")
+    assert server.requests == []
+    assert feed().config["source"] == "simulated"
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (("--base-url", "http://127.0.0.1:{port}/?key=x"), "no query"),
+        (("--timeframe", "1M"), "offers no '1M' bars"),
+        (("--base-url", "http://10.0.0.1/"), "not a public address"),
+    ],
+)
+def test_a_draft_the_save_would_refuse_is_refused_before_any_request(server, extra, words: str) -> None:
+    run("--simulated")
+    args = [a.format(port=server.base_url.rsplit(":", 1)[1]) for a in extra]
+    if "--base-url" not in args:
+        args += ["--base-url", server.base_url]
+    with pytest.raises(CommandError, match=words):
+        run("--live", "binance", *args)
+    assert server.requests == []
+    assert feed().config["source"] == "simulated"
