@@ -165,10 +165,13 @@ class Hub:
                 waits = [asyncio.ensure_future(self._wake.wait())]
                 if full is not None:
                     waits.append(full)
-                await asyncio.wait(
-                    waits, timeout=max(0.0, wake_at - time.monotonic()), return_when=asyncio.FIRST_COMPLETED
-                )
-                waits[0].cancel()
+                try:
+                    timeout = max(0.0, wake_at - time.monotonic())
+                    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    # Also when the hub itself is cancelled (the web process stopping): a
+                    # wait left pending was logged as "Task was destroyed but it is pending!".
+                    waits[0].cancel()
         finally:
             if full is not None:
                 full.cancel()

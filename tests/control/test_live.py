@@ -3,7 +3,9 @@ re-render takes the keyboard focus from the part's buttons and costs a socket me
 
 from __future__ import annotations
 
+import asyncio
 import re
+import time
 from datetime import timedelta
 from decimal import Decimal
 
@@ -185,3 +187,38 @@ def test_a_session_name_in_a_feed_entry_is_text(world):
     html = "".join(part for _, part in frame.feed)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<script>" not in html and "<img" not in html
+
+
+class _Watcher(Listener):
+    """A program's socket (JSON events): it never asks for the page's parts."""
+
+    can_control, wants_html, fresh = False, False, True
+
+    async def deliver(self, text: str) -> None:
+        pass
+
+
+def _waiting_on_the_wake(task: asyncio.Task) -> bool:
+    return "Event.wait" in repr(task.get_coro())
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_hub_cancelled_while_it_waits_leaves_no_task_pending(world):
+    """The web process stopping cancels the hub in its wait: the wait must go with it (it
+    was left pending, and asyncio logged 'Task was destroyed but it is pending!')."""
+
+    async def scenario() -> list[asyncio.Task]:
+        hub = Hub()
+        hub.join(_Watcher())
+        deadline = time.monotonic() + 15
+        while not any(_waiting_on_the_wake(t) for t in asyncio.all_tasks()):
+            assert time.monotonic() < deadline, "the hub never came to wait"
+            await asyncio.sleep(0.01)  # polling with a deadline: let the hub run meanwhile
+        tasks = [hub._task, hub._watch]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.sleep(0)  # one turn for cancelled children to finish
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+
+    assert asyncio.run(scenario()) == []
