@@ -30,7 +30,7 @@ import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from agents.net.fetch import REFUSED, TIMEOUT_SECONDS, Resolver, system_resolver
-from agents.net.url_policy import UrlRefused, is_public, parse
+from agents.net.url_policy import UrlRefused, address_refusal, parse
 
 # Websocket schemes are checked as the HTTP ones they upgrade from.
 _AS_HTTP = {"ws": "http", "wss": "https"}
@@ -76,12 +76,9 @@ class PolicyResolver(AbstractResolver):
                 )
             except Exception:
                 raise PolicyRefused(f"{host} does not resolve") from None
-        if not addresses:
-            raise PolicyRefused(f"{host} has no address")
-        if not target.allowed_private:
-            for address in addresses:
-                if not is_public(address):
-                    raise PolicyRefused(f"{host} resolves to {address}")
+        refusal = address_refusal(target, addresses)
+        if refusal:
+            raise PolicyRefused(refusal)
         return [
             ResolveResult(
                 hostname=host,

@@ -29,7 +29,7 @@ import urllib3
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.util.ssl_match_hostname import CertificateError
 
-from agents.net.url_policy import IPAddress, Target, UrlRefused, is_public, parse
+from agents.net.url_policy import IPAddress, Target, UrlRefused, address_refusal, parse
 
 # Whole fetch, redirects included (not per read): a server that trickles bytes is cut off.
 TIMEOUT_SECONDS = 5.0
@@ -128,13 +128,9 @@ def _resolve(target: Target, resolver: Resolver, deadline: float) -> list[IPAddr
             raise
         except Exception:  # does not resolve: reported like a refusal, see the module doc
             raise FetchRefused(f"{target.host} does not resolve") from None
-    if not addresses:
-        raise FetchRefused(f"{target.host} has no address")
-    if not target.allowed_private:
-        # Every address, not just the first: a name may mix public and private ones.
-        for address in addresses:
-            if not is_public(address):
-                raise FetchRefused(f"{target.host} resolves to {address}")
+    refusal = address_refusal(target, addresses)
+    if refusal:
+        raise FetchRefused(refusal)
     return addresses
 
 

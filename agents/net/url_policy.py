@@ -178,6 +178,18 @@ def is_public(address: IPAddress) -> bool:
     )
 
 
+def address_refusal(target: Target, addresses: list[IPAddress]) -> str | None:
+    """Why a name's resolved addresses may not be connected to (a sentence), or None. Every
+    address counts, not just the first: a name may mix public and private ones."""
+    if not addresses:
+        return f"{target.host} has no address"
+    if not target.allowed_private:
+        for address in addresses:
+            if not is_public(address):
+                return f"{target.host} resolves to {address}"
+    return None
+
+
 def allowed_hosts() -> frozenset[tuple[str, int | None]]:
     """FETCH_ALLOWED_HOSTS as (host, port or None) pairs, each host spelt as parse() spells it."""
     try:
